@@ -1,0 +1,151 @@
+"""Load-or-compute artifact cache for trained models and sweeps.
+
+Entries are keyed by a hash of (method, name, the caller's key, profile, package
+version), written atomically (temporary file + rename) into ``LIONSNB_CACHE``
+(default: the user cache dir, e.g. ``~/.cache/lionsnb``), and read back with
+``torch.load(weights_only=True)``, so a cache file can never run code.  A corrupt
+or unreadable entry is recomputed with a warning, never a crash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+
+from lionsnb._version import __version__
+
+T = TypeVar("T")
+
+
+def default_cache_dir() -> Path:
+    """``$LIONSNB_CACHE``, else the platform's user cache dir + ``lionsnb``."""
+    env = os.environ.get("LIONSNB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "lionsnb"
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able, order-independent form of a cache key (floats by repr, tensors by content)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return {"ndarray": str(value.dtype), "shape": list(value.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
+    if isinstance(value, np.generic):
+        return _canonical(value.item())
+    raise TypeError(
+        f"cache keys must be made of numbers, strings, booleans, None, lists, dicts, arrays or tensors; "
+        f"got {type(value).__name__}. Pass the settings that determine the result, not objects."
+    )
+
+
+def cache_key(**parts: Any) -> str:
+    """Hex digest identifying one cache entry."""
+    blob = json.dumps(_canonical(parts), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _to_storable(value: Any) -> Any:
+    """Convert NumPy values to tensors/Python scalars so that ``weights_only`` loading accepts them."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_to_storable(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, (str, int, float, bool, complex)) or value is None:
+        return value
+    raise TypeError(
+        f"ctx.cached can store tensors, arrays, numbers, strings and dicts/lists of them, not "
+        f"{type(value).__name__}. For a model, return model.state_dict() and load it back."
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ArtifactCache:
+    """A directory of ``<name>-<hash>.pt`` files; see the module docstring."""
+
+    def __init__(self, root: Path | str | None = None, *, method: str = "", profile: str = "",
+                 version: str = __version__, enabled: bool = True):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.method, self.profile, self.version, self.enabled = method, profile, version, enabled
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, name: str, **key: Any) -> Path:
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"cache name {name!r}: use letters, digits, '-' and '_' only")
+        digest = cache_key(method=self.method, name=name, key=key, profile=self.profile, version=self.version)
+        return self.root / (self.method or "misc") / f"{name}-{digest}.pt"
+
+    def get(self, name: str, fn: Callable[[], T], **key: Any) -> T:
+        """Return the cached value for (name, key), computing and storing it with ``fn()`` if needed."""
+        path = self.path_for(name, **key)
+        if self.enabled and path.exists():
+            try:
+                value = torch.load(path, map_location="cpu", weights_only=True)
+                self.hits += 1
+                return value
+            except Exception as err:  # corrupt, truncated or foreign file
+                warnings.warn(f"cache entry {path} is unreadable ({type(err).__name__}: {err}); recomputing it.",
+                              stacklevel=2)
+        self.misses += 1
+        value = _to_storable(fn())
+        if not self.enabled:
+            return value
+        import io
+
+        buf = io.BytesIO()
+        torch.save(value, buf)
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as err:
+            warnings.warn(f"could not write cache entry {path} ({err}); continuing without caching. "
+                          "Set LIONSNB_CACHE to a writable directory.", stacklevel=2)
+            return value
+        buf.seek(0)
+        # Return what a later load returns, so the first and the cached run see the same types.
+        return torch.load(buf, map_location="cpu", weights_only=True)
