@@ -1,0 +1,49 @@
+# lionsnb: `make run` executes every notebook, `make test` runs the test suite, `make lab` opens JupyterLab.
+# Each target first makes sure .venv exists and holds the package with everything the notebooks need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= teach
+DEVICE ?= auto
+JOBS ?= 1
+OUT ?= build/executed
+REPORT ?= build/report.html
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lionsnb-installed
+# Two OpenMP threads that spin-wait on a busy 2-core machine run 6-20x slower than one: wait passively.
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install run test lab list doctor clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "lionsnb needs Python >= 3.10; run make PYTHON=python3.x")'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -e ".[test]"
+	@# rfc3987-syntax (pulled in by jsonschema) costs ~3 s at every papermill start and is not needed
+	-@$(BIN)/python -m pip uninstall -y -q rfc3987-syntax 2>/dev/null
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lionsnb run --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --out $(OUT) --report $(REPORT) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+list: $(STAMP)
+	$(BIN)/lionsnb list
+
+doctor: $(STAMP)
+	$(BIN)/lionsnb doctor
+
+clean:
+	rm -rf build
