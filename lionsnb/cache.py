@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from lionsnb._version import __version__
+from lionsnb.files import atomic_write_bytes
 
 T = TypeVar("T")
 
@@ -87,22 +87,6 @@ def _to_storable(value: Any) -> Any:
         f"ctx.cached can store tensors, arrays, numbers, strings and dicts/lists of them, not "
         f"{type(value).__name__}. For a model, return model.state_dict() and load it back."
     )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class ArtifactCache:

@@ -11,7 +11,7 @@ import numbers
 from pathlib import Path
 from typing import Any, Mapping
 
-from lionsnb.cache import atomic_write_bytes
+from lionsnb.files import atomic_write_bytes
 
 
 def to_metric(name: str, value: Any) -> float | int | bool | str:
@@ -44,7 +44,10 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Any], meta: Mapping[st
 
 def read_metrics(path: str | Path) -> dict:
     """Read a metrics file written by :func:`write_metrics`; returns the ``metrics`` mapping."""
-    return json.loads(Path(path).read_text())["metrics"]
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+        raise ValueError(f"{path} is not a metrics record: expected {{'meta': {{...}}, 'metrics': {{...}}}}")
+    return doc["metrics"]
 
 
 def metrics_table_html(metrics: Mapping[str, Any]) -> str:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lionsnb.cache import ArtifactCache, atomic_write_bytes, cache_key
+from lionsnb.cache import ArtifactCache, cache_key
+from lionsnb.files import atomic_write_bytes
 
 
 def counting(value):
@@ -98,7 +99,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("lionsnb.cache.os.replace", broken_replace)
+    monkeypatch.setattr("lionsnb.files.os.replace", broken_replace)
     with pytest.raises(OSError):
         atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
