@@ -80,9 +80,10 @@ def _err(message: str) -> None:
 # ----------------------------------------------------------------------------- run
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from lionsnb.params import validate_device, validate_profile
     from lionsnb.registry import IndexNotFoundError, RegistryError, load_registry
     from lionsnb.report import format_table
-    from lionsnb.runner import TargetError, parse_param_value, run_notebooks, validate_device, validate_profile
+    from lionsnb.runner import TargetError, parse_param_value, run_notebooks
 
     profile = args.profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     try:

@@ -182,6 +182,18 @@ def validate_profile(profile: Any) -> str:
     return profile
 
 
+def validate_device(device: Any) -> str:
+    """Check the spelling of a device request (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    Whether the device exists is checked by :func:`lionsnb.runtime.pick_device`.
+    """
+    import re
+
+    if isinstance(device, str) and (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
+        return device
+    raise ParameterError(f"DEVICE = {device!r} is not valid: use one of {', '.join(DEVICES)} (or 'cuda:N').")
+
+
 def validate_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError(f"SEED = {seed!r} is not valid: use a non-negative integer, e.g. SEED = 0.")

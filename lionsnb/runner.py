@@ -27,8 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from lionsnb.files import atomic_write_text
-from lionsnb.record import read_metrics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,7 +35,9 @@ from pathlib import Path
 from queue import Queue
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
-from lionsnb.params import DEVICES, PROFILES, ParameterError
+from lionsnb.files import atomic_write_text
+from lionsnb.params import ParameterError, validate_device, validate_profile
+from lionsnb.record import read_metrics
 from lionsnb.registry import (
     IndexNotFoundError,
     NotebookEntry,
@@ -266,20 +266,6 @@ def _validate_user_params(params: Mapping[str, Any]) -> dict[str, Any]:
             ) from None
         out[name] = value
     return out
-
-
-def validate_device(device: str) -> str:
-    """``device`` if it is one of DEVICES or ``cuda:N``; else :class:`ParameterError`."""
-    if isinstance(device, str) and (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
-        return device
-    raise ParameterError(f"device {device!r} is not valid: use one of {', '.join(DEVICES)} (or cuda:N).")
-
-
-def validate_profile(profile: str) -> str:
-    """``profile`` if it is one of PROFILES; else :class:`ParameterError`."""
-    if profile not in PROFILES:
-        raise ParameterError(f"profile {profile!r} is not valid: use one of {', '.join(PROFILES)}.")
-    return profile
 
 
 # ----------------------------------------------------------------------------- targets

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from lionsnb.params import DEVICES, ParameterError
+from lionsnb.params import ParameterError, validate_device
 
 
 def mps_available() -> bool:
@@ -21,10 +21,7 @@ def pick_device(requested: str = "auto") -> torch.device:
     Asking for a device this machine lacks is an error that says what to use instead.
     ``"cuda:1"`` style indices are accepted.
     """
-    if not isinstance(requested, str) or requested.split(":")[0] not in DEVICES:
-        raise ParameterError(
-            f"DEVICE = {requested!r} is not valid: use one of {', '.join(DEVICES)} (or 'cuda:N')."
-        )
+    validate_device(requested)
     kind = requested.split(":")[0]
     if kind == "auto":
         if torch.cuda.is_available():

@@ -48,7 +48,7 @@ def test_run_ok_and_bad_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.parametrize("argv, needle", [
     (["--profile", "huge"], "profile 'huge'"),
-    (["--device", "tpu"], "device 'tpu'"),
+    (["--device", "tpu"], "DEVICE = 'tpu' is not valid"),
     (["--jobs", "0"], "--jobs"),
     (["-p", "NOPE", "1"], "unknown parameter 'NOPE'"),
     (["-p", "SCALE", "1", "-p", "SCALE", "2"], "twice"),

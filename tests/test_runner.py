@@ -124,7 +124,7 @@ def test_unknown_param_rejected_before_running(registry, tmp_path: Path) -> None
 def test_bad_arguments(registry, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="profile"):
         run_notebooks(["ok"], profile="huge", out_dir=tmp_path, registry=registry)
-    with pytest.raises(ParameterError, match="device"):
+    with pytest.raises(ParameterError, match="DEVICE"):
         run_notebooks(["ok"], profile="smoke", device="tpu", out_dir=tmp_path, registry=registry)
     with pytest.raises(ParameterError, match="jobs"):
         run_notebooks(["ok"], profile="smoke", jobs=0, out_dir=tmp_path, registry=registry)
