@@ -8,12 +8,17 @@ A notebook computes (or loads from the cache) a small grid of results, then call
 them into ``fig``.  :func:`explore` first shows the static figure at the default
 values (a normal PNG output, so executed and exported notebooks carry the result),
 then, in a live Jupyter frontend, sliders/dropdowns whose options are exactly the
-grid values, so moving one redraws from the sweep in a few tens of milliseconds.
+grid values.  The frames of a small grid are rendered once, up front (each frame a
+PNG, drawn from the sweep), so moving a control only swaps an image: a few
+milliseconds, however slow matplotlib is.  Larger grids render each frame on first
+visit and reuse it afterwards.
 Headless runs (papermill through ``lionsnb run``, plain Python, no ipywidgets)
 show only the static figure.
 """
 from __future__ import annotations
 
+import io
+import itertools
 import numbers
 import os
 import time
@@ -43,7 +48,10 @@ def _format(value: Any) -> str:
 
 
 class Explorer:
-    """Controls over a precomputed grid; :meth:`update` validates a point and redraws it."""
+    """Controls over a precomputed grid; :meth:`update` validates a point and shows its frame."""
+
+    #: grids up to this many points are rendered up front in live frontends
+    PRERENDER_LIMIT = 64
 
     def __init__(self, draw: DrawFn, grid: Mapping[str, Sequence[Any]], defaults: Mapping[str, Any],
                  figsize: tuple[float, float] | None = None):
@@ -60,8 +68,9 @@ class Explorer:
         self.values = {name: values[0] for name, values in self.grid.items()}
         self.values.update({k: self._checked(k, v) for k, v in defaults.items()})
         self.figsize = figsize
+        self.frames: dict[tuple, bytes] = {}
         self.controls: dict[str, Any] = {}
-        self.output = None
+        self.image = None
         self.last_ms: float | None = None
 
     def _checked(self, name: str, value: Any) -> Any:
@@ -78,39 +87,57 @@ class Explorer:
             f"(or add it to the sweep and recompute)."
         )
 
-    def figure(self, **values: Any):
-        """Draw the grid point ``values`` (others unchanged) into a new figure and return it."""
-        import matplotlib.pyplot as plt
-
+    def _point(self, values: Mapping[str, Any]) -> dict[str, Any]:
         point = dict(self.values)
         point.update({k: self._checked(k, v) for k, v in values.items()})
-        start = time.perf_counter()
-        fig = plt.figure(figsize=self.figsize, constrained_layout=True)
-        self.draw(fig, **point)
-        fig.canvas.draw()
-        self.last_ms = 1e3 * (time.perf_counter() - start)
-        self.values = point
-        return fig
+        return point
 
-    def update(self, **values: Any):
-        """Move to a grid point: validate, redraw, and (live) replace the plot shown under the controls."""
+    def figure(self, **values: Any):
+        """Draw the grid point ``values`` (others as they are) into a new figure and return it."""
         import matplotlib.pyplot as plt
 
-        fig = self.figure(**values)
+        fig = plt.figure(figsize=self.figsize, constrained_layout=True)
+        self.draw(fig, **self._point(values))
+        return fig
+
+    def render(self, **values: Any) -> bytes:
+        """The PNG frame of a grid point, drawn on first request and reused afterwards."""
+        import matplotlib.pyplot as plt
+
+        point = self._point(values)
+        key = tuple(point[name] for name in self.grid)
+        if key not in self.frames:
+            fig = self.figure(**point)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            plt.close(fig)
+            self.frames[key] = buf.getvalue()
+        return self.frames[key]
+
+    def prerender(self, progress: bool = True) -> int:
+        """Render every frame of the grid now; returns the number of frames."""
+        from tqdm.auto import tqdm
+
+        points = list(itertools.product(*self.grid.values()))
+        for combo in tqdm(points, desc="rendering frames", disable=not progress, leave=False):
+            self.render(**dict(zip(self.grid, combo)))
+        return len(points)
+
+    def update(self, **values: Any) -> bytes:
+        """Move to a grid point: validate it, look its frame up, show it under the controls (live)."""
+        start = time.perf_counter()
+        self.values = self._point(values)
+        png = self.render(**self.values)
         for name, widget in self.controls.items():
             if widget.value != self.values[name]:
                 widget.value = self.values[name]
-        if self.output is not None:
-            from IPython.display import clear_output, display
-
-            with self.output:
-                clear_output(wait=True)
-                display(fig)
-        plt.close(fig)
-        return fig
+        if self.image is not None:
+            self.image.value = png
+        self.last_ms = 1e3 * (time.perf_counter() - start)
+        return png
 
     def build_controls(self):
-        """Create the widgets (one per grid axis) and the output area; returns the container."""
+        """Create the widgets (one per grid axis) and the image they drive; returns the container."""
         import ipywidgets as w
 
         rows = []
@@ -126,8 +153,8 @@ class Explorer:
             control.observe(lambda change, n=name: self.update(**{n: change["new"]}), names="value")
             self.controls[name] = control
             rows.append(control)
-        self.output = w.Output()
-        return w.VBox([*rows, self.output])
+        self.image = w.Image(value=self.render(), format="png", layout=w.Layout(max_width="100%"))
+        return w.VBox([*rows, self.image])
 
 
 def explore(draw: DrawFn, grid: Mapping[str, Sequence[Any]], *, interactive: bool | None = None,
@@ -145,14 +172,12 @@ def explore(draw: DrawFn, grid: Mapping[str, Sequence[Any]], *, interactive: boo
     plt.close(fig)
     live = (not is_headless()) if interactive is None else interactive
     if live:
-        box = explorer.build_controls()
-        _display(box)
-        with explorer.output:
-            from IPython.display import display
-
-            fig = explorer.figure()
-            display(fig)
-            plt.close(fig)
+        n_points = 1
+        for values in explorer.grid.values():
+            n_points *= len(values)
+        if n_points <= Explorer.PRERENDER_LIMIT:
+            explorer.prerender()
+        _display(explorer.build_controls())
     else:
         print(f"(static figure; in JupyterLab the controls {', '.join(explorer.grid)} appear here)")
     return explorer

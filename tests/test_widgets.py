@@ -29,11 +29,12 @@ def test_headless_shows_static_figure_only(monkeypatch, capsys):
     calls = []
     ex = widgets.explore(make_draw(calls), {"lr": [0.1, 0.5, 1.0], "mode": ["single", "double"]}, lr=0.5)
     assert calls == [(0.5, "single")]
-    assert ex.controls == {} and ex.output is None
+    assert ex.controls == {} and ex.image is None and ex.frames == {}  # nothing rendered ahead
     assert "static figure" in capsys.readouterr().out
     # the explorer still works without widgets: tests and scripts can draw any computed point
-    fig = ex.update(lr=1.0, mode="double")
-    assert calls[-1] == (1.0, "double") and unlabelled_axes(fig) == []
+    png = ex.update(lr=1.0, mode="double")
+    assert calls[-1] == (1.0, "double") and png.startswith(b"\x89PNG")
+    assert unlabelled_axes(ex.figure(lr=0.1)) == []
 
 
 def test_is_headless_detection(monkeypatch):
@@ -52,14 +53,29 @@ def test_interactive_path_builds_controls_and_redraws(monkeypatch):
     assert isinstance(ex.controls["lr"], ipywidgets.SelectionSlider)
     assert isinstance(ex.controls["mode"], ipywidgets.Dropdown)
     assert [v for _, v in ex.controls["lr"].options] == [0.1, 0.5, 1.0]
+    # static figure + every frame of the 3 x 2 grid rendered once, up front
+    assert calls[0] == (0.1, "single") and sorted(calls[1:]) == sorted(SWEEP)
     n = len(calls)
     ex.controls["lr"].value = 0.5  # what moving the slider does
-    assert calls[n:] == [(0.5, "single")]
+    assert ex.image.value == ex.frames[(0.5, "single")]
     ex.controls["mode"].value = "double"
-    assert calls[-1] == (0.5, "double") and ex.values == {"lr": 0.5, "mode": "double"}
+    assert ex.image.value == ex.frames[(0.5, "double")] and ex.values == {"lr": 0.5, "mode": "double"}
+    assert len(calls) == n, "moving a control must only look a frame up, never draw"
     assert ex.last_ms is not None and ex.last_ms > 0
     ex.update(lr=1.0)  # programmatic updates move the controls too
-    assert ex.controls["lr"].value == 1.0
+    assert ex.controls["lr"].value == 1.0 and ex.image.value == ex.frames[(1.0, "double")]
+
+
+def test_large_grids_render_frames_on_first_visit(monkeypatch):
+    monkeypatch.setattr(widgets.Explorer, "PRERENDER_LIMIT", 2)
+    calls = []
+    ex = widgets.explore(make_draw(calls), {"lr": [0.1, 0.5, 1.0], "mode": ["single", "double"]},
+                         interactive=True, lr=0.1)
+    assert len(ex.frames) == 1  # only the frame shown under the controls
+    ex.controls["lr"].value = 0.5
+    ex.controls["lr"].value = 0.1
+    ex.controls["lr"].value = 0.5
+    assert len(ex.frames) == 2 and calls.count((0.5, "single")) == 1
 
 
 def draw_lr(fig, lr):
