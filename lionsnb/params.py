@@ -30,7 +30,8 @@ class ParameterError(ValueError):
     """A notebook parameter, profile or knob value is invalid; the message says how to fix it."""
 
 
-def _suggest(name: str, known: Iterable[str]) -> str:
+def suggest(name: str, known: Iterable[str]) -> str:
+    """' Did you mean X?' for the closest known name, or ''."""
     import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)
@@ -107,7 +108,7 @@ class Sizes(Mapping[str, Any]):
         except KeyError:
             raise AttributeError(
                 f"profile {self._profile!r} of method {self._method!r} has no {self._what} {name!r}; "
-                f"known: {', '.join(sorted(self._values))}.{_suggest(name, self._values)}"
+                f"known: {', '.join(sorted(self._values))}.{suggest(name, self._values)}"
             ) from None
 
     def __getitem__(self, name: str) -> Any:
@@ -163,7 +164,7 @@ class MethodSpec:
             if name not in self.knobs:
                 raise ParameterError(
                     f"unknown parameter {name.upper()!r} for method {self.name!r}: known parameters are "
-                    f"{', '.join(self.parameter_names())}.{_suggest(name.upper(), self.parameter_names())}"
+                    f"{', '.join(self.parameter_names())}.{suggest(name.upper(), self.parameter_names())}"
                 )
             out[name] = self.knobs[name].validate(name.upper(), value)
         for name, knob in self.knobs.items():
@@ -174,7 +175,7 @@ class MethodSpec:
 def validate_profile(profile: Any) -> str:
     """Return the profile name or raise ParameterError naming the valid ones."""
     if profile not in PROFILES:
-        hint = _suggest(str(profile), PROFILES)
+        hint = suggest(str(profile), PROFILES)
         raise ParameterError(
             f"unknown profile {profile!r}: use one of {', '.join(PROFILES)} "
             f"(smoke for CI, teach by default, full on a GPU).{hint}"
@@ -208,5 +209,5 @@ def check_parameter_names(names: Iterable[str], spec: MethodSpec) -> None:
         raise ParameterError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
             f"passed to a {spec.name!r} notebook; known parameters are {', '.join(known)}."
-            f"{_suggest(unknown[0], known)} Check the -p/--param names of your papermill or lionsnb run call."
+            f"{suggest(unknown[0], known)} Check the -p/--param names of your papermill or lionsnb run call."
         )

@@ -36,7 +36,7 @@ from queue import Queue
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from lionsnb.files import atomic_write_text
-from lionsnb.params import ParameterError, validate_device, validate_profile
+from lionsnb.params import ParameterError, suggest, validate_device, validate_profile
 from lionsnb.record import read_metrics
 from lionsnb.registry import (
     IndexNotFoundError,
@@ -235,10 +235,7 @@ def validate_params(job_id: str, path: Path, params: Mapping[str, Any]) -> None:
         )
     unknown = [n for n in params if n not in names]
     if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = suggest(unknown[0], names)
         raise ParameterError(
             f"unknown parameter {unknown[0]!r} for notebook {job_id} ({path}).{hint} "
             f"Its parameters cell assigns: {', '.join(names) or '(nothing)'}."
@@ -291,10 +288,7 @@ def resolve_targets(targets: Sequence[str | os.PathLike[str]], registry: Registr
         cand = next((c for c in cands if c.exists()), None)
         if cand is None:
             ids = registry.ids if registry is not None else []
-            import difflib
-
-            close = difflib.get_close_matches(key, ids, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = suggest(key, ids)
             raise TargetError(
                 f"unknown notebook {key!r}: not a registered id nor an existing .ipynb file or directory.{hint} "
                 f"Registered ids: {known_ids_text(ids)} (see `lionsnb list`)."
