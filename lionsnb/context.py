@@ -123,6 +123,15 @@ def _show_html(html: str, fallback: Any) -> None:
         print(f"{k:>32s}  {v}")
 
 
+def setup_for(spec: MethodSpec) -> Callable[..., "Context"]:
+    """The ``setup`` of one method: ``setup_for(SPEC)(PROFILE, seed=SEED, device=DEVICE, **knobs)``."""
+    def method_setup(profile: str | None = None, **kwargs: Any) -> Context:
+        return setup(profile, method=spec, **kwargs)
+
+    method_setup.__doc__ = f"``lionsnb.setup`` for {spec.name}: {spec.title}."
+    return method_setup
+
+
 def setup(profile: str | None = None, *, method: MethodSpec | str, seed: int = 0, device: str = "auto",
           metrics_path: str = "", cache_dir: str | None = None, **knobs: Any) -> Context:
     """Validate a notebook's parameters and prepare its run; returns the :class:`Context`.

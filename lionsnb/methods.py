@@ -1,4 +1,6 @@
-"""Discovery of method subpackages: each ``lionsnb.<name>`` that defines ``SPEC`` is a method.
+"""Discovery of methods: each module ``lionsnb.<name>`` (or ``lionsnb.<series>.<name>``) that
+defines ``SPEC`` is a method.  A series with several notebooks gives each its own module and
+spec, e.g. ``sam.sampa`` is ``lionsnb/sam/sampa.py``.
 
 Adding a method series means adding a subpackage with a ``SPEC``; nothing here changes.
 """
@@ -19,10 +21,13 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> MethodSpec:
-    """The MethodSpec of ``lionsnb.<name>``; a clear error for an unknown name."""
-    if name not in method_names():
-        raise ParameterError(f"unknown method {name!r}: the methods are {', '.join(method_names())}.")
-    module = importlib.import_module(f"lionsnb.{name}")
+    """The MethodSpec of ``lionsnb.<name>`` (dotted names allowed); a clear error for an unknown name."""
+    if not isinstance(name, str) or name.split(".")[0] not in method_names():
+        raise ParameterError(f"unknown method {name!r}: the method packages are {', '.join(method_names())}.")
+    try:
+        module = importlib.import_module(f"lionsnb.{name}")
+    except ModuleNotFoundError:
+        raise ParameterError(f"unknown method {name!r}: there is no module lionsnb.{name}.") from None
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, MethodSpec):
         raise ParameterError(f"lionsnb.{name} defines no SPEC (a lionsnb.MethodSpec); it is not a method.")

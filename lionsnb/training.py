@@ -21,7 +21,7 @@ def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
              loss_fn: LossFn) -> float:
     """One plain update: zero grads, forward, backward, optimizer step; returns the batch loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    loss = loss_fn(model(x), y).mean()  # per-sample losses are averaged
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -38,7 +38,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
         logits = model(xb)
-        total_loss += float(loss_fn(logits, yb)) * len(xb)
+        total_loss += float(loss_fn(logits, yb).mean()) * len(xb)
         correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)
     return total_loss / len(x), correct / len(x)

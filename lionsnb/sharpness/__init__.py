@@ -46,6 +46,7 @@ SPEC = MethodSpec(
     datasets=("digits",),
 )
 
+from lionsnb.context import setup_for  # noqa: E402
 from lionsnb.datasets import load_digits  # noqa: E402
 from lionsnb.plotting import figure  # noqa: E402
 from lionsnb.widgets import explore  # noqa: E402
@@ -61,11 +62,7 @@ from lionsnb.sharpness.plots import (OUTCOME_TEXT, draw_lr_run, draw_mlp_runs, d
 from lionsnb.sharpness.surfaces import (TwoBasinSurface, gradient_descent, quadratic_worst_case,  # noqa: E402
                                         worst_case_loss)
 
-def setup(profile: str | None = None, **kwargs):
-    """``lionsnb.setup`` for this method: ``sh.setup(PROFILE, seed=SEED, device=DEVICE, lr=LR, rho=RHO)``."""
-    from lionsnb.context import setup as _setup
-
-    return _setup(profile, method=SPEC, **kwargs)
+setup = setup_for(SPEC)
 
 def sam_perturbation(grad: torch.Tensor, rho: float) -> torch.Tensor:
     """SAM's first-order worst-case perturbation e = rho g / ||g||_2 (Foret et al. 2021, Eq. 2)."""
