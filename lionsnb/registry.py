@@ -255,8 +255,9 @@ def _parse_entry(raw: Any, index: int, root: Path) -> NotebookEntry:
     for name in ("path", "title", "method"):
         if not isinstance(raw[name], str) or not raw[name].strip():
             raise RegistryError(f"{where}, field {name!r}: must be a non-empty string, got {raw[name]!r}.")
-    if not _ID_RE.match(raw["method"]):
-        raise RegistryError(f"{where}, field 'method': {raw['method']!r} must name a lionsnb subpackage ([a-z0-9_]+).")
+    if not all(_ID_RE.match(part) for part in raw["method"].split(".")):
+        raise RegistryError(f"{where}, field 'method': {raw['method']!r} must name a lionsnb method module "
+                            "(lower-case words joined by dots, e.g. sharpness or sam.sampa).")
     rel = Path(raw["path"])
     if rel.is_absolute():
         raise RegistryError(f"{where}, field 'path': {rel} must be relative to {root} (the directory of index.yaml).")

@@ -244,10 +244,16 @@ def gradient_at(model: nn.Module, params: list[torch.Tensor], point: torch.Tenso
 
 class SequentialPair(GradientPair):
     """The reference: grad f(x~_t; B_{t-1}) on the model (its BN statistics are kept), then
-    grad f(y_{t+1}; B_t) on a scratch copy (its BN statistics are discarded)."""
+    grad f(y_{t+1}; B_t) on a scratch replica (its BN statistics are discarded; in train mode
+    BatchNorm normalises with batch statistics, so the replica's stale buffers do not matter)."""
+
+    def __init__(self) -> None:
+        self._scratch: nn.Module | None = None
 
     def gradients(self, opt, x_tilde, prev_batch, y, batch):
         g0, loss = gradient_at(opt.model, opt.params, x_tilde, opt.loss_fn, prev_batch)
-        scratch = copy.deepcopy(opt.model)
-        g1, _ = gradient_at(scratch, [p for p in scratch.parameters() if p.requires_grad], y, opt.loss_fn, batch)
+        if self._scratch is None:
+            self._scratch = copy.deepcopy(opt.model)
+        scratch_params = [p for p in self._scratch.parameters() if p.requires_grad]
+        g1, _ = gradient_at(self._scratch, scratch_params, y, opt.loss_fn, batch)
         return g0, g1, loss
