@@ -35,8 +35,8 @@ from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label
 from lionsnb.sam.losses import GAMMA, SURROGATES, bisam_loss, phi_log, phi_tanh, smooth_cross_entropy, zero_one_loss
 from lionsnb.sam.optim import EPS, SAM
-from lionsnb.sam.steps import SEQUENTIAL_GRADIENTS, bisam_step, sam_step
-from lionsnb.training import fit, sgd_step
+from lionsnb.sam.steps import SEQUENTIAL_GRADIENTS, bisam_step, make_optimizer, sam_step
+from lionsnb.training import fit
 from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
@@ -44,13 +44,13 @@ SPEC = MethodSpec(
     title="BiSAM: SAM with a lower bound of the 0-1 loss as the maximiser",
     profiles={
         "smoke": dict(toy_seeds=(0, 1), toy_n=150, toy_steps=300, toy_grid=61, rhos=(0.05, 0.2, 0.5),
-                      mus=(1.0, 10.0), alphas=(0.1, 1.0), n_train=None, hidden=(128, 128), epochs=8,
-                      batch_size=128, lr=0.05, checkpoints=(0, 1, 2, 4, 6, 8), seeds=(0,)),
+                      mus=(1.0, 10.0), alphas=(0.1, 1.0), n_train=None, hidden=(128, 128), epochs=12,
+                      batch_size=128, lr=0.05, checkpoints=(0, 1, 2, 4, 8, 12), seeds=(0,)),
         "teach": dict(toy_seeds=tuple(range(8)), toy_n=150, toy_steps=300, toy_grid=101,
                       rhos=(0.05, 0.1, 0.2, 0.5, 1.0), mus=(0.5, 1.0, 2.0, 5.0, 10.0),
                       alphas=(0.05, 0.1, 0.2, 0.5, 1.0), n_train=None, hidden=(128, 128), epochs=30,
                       batch_size=128, lr=0.05, checkpoints=(0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30),
-                      seeds=(0, 1, 2, 3, 4)),
+                      seeds=tuple(range(8))),
         "full": dict(toy_seeds=tuple(range(16)), toy_n=150, toy_steps=300, toy_grid=141,
                      rhos=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0), mus=(0.5, 1.0, 2.0, 5.0, 10.0, 20.0),
                      alphas=(0.05, 0.1, 0.2, 0.5, 1.0), n_train=None, hidden=(256, 256), epochs=60,
@@ -474,6 +474,19 @@ def _toy_legend(ax) -> None:
     ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=True, framealpha=0.85)
 
 
+def _rho_axis(ax, rhos: Sequence[float]) -> None:
+    """A log x-axis (symlog when rho = 0 is in the sweep) with one plain tick per radius of the sweep."""
+    from matplotlib.ticker import NullFormatter
+
+    positive = [r for r in rhos if r > 0]
+    if len(positive) < len(rhos):
+        ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    else:
+        ax.set_xscale("log")
+    ax.set_xticks(list(rhos), [f"{r:g}" for r in rhos])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def draw_toy(fig, rho: float, surrogate: str, toy: dict) -> None:
     """Decision regions at w, at w + e(CE) and at w + e(surrogate) with flipped points circled, and the mean
     number of flips over all toys for every rho."""
@@ -497,7 +510,7 @@ def draw_toy(fig, rho: float, surrogate: str, toy: dict) -> None:
         mean = [np.mean(toy["flips"][(name, r)]) for r in rhos]
         ax.plot(rhos, mean, "o-", color=COLORS[name], label=NAMES[name], lw=2.5 if name == surrogate else 1)
     ax.axvline(rho, color="k", ls=":", lw=1)
-    ax.set_xscale("log")
+    _rho_axis(ax, rhos)
     ax.legend()
     label(ax, "perturbation radius rho", f"flips per toy (mean of {len(toy['seeds'])} toys)",
           "flipped training points")
@@ -516,14 +529,11 @@ def make_method(name: str, model: nn.Module, lr: float, rho: float, mu: float = 
 
     SAM and BiSAM share the optimizer; BiSAM's step differentiates Q (with ``mu``, ``alpha``) in its first pass.
     """
-    kw = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name in ("sgd", "sgd_2x"):
-        return torch.optim.SGD(model.parameters(), **kw), sgd_step
-    if name == "sam":
-        return SAM(model.parameters(), torch.optim.SGD, rho=rho, **kw), sam_step
-    if name in ("bisam_log", "bisam_tanh"):
-        return SAM(model.parameters(), torch.optim.SGD, rho=rho, **kw), bisam_step(name.split("_")[1], mu, alpha)
-    raise ValueError(f"unknown method {name!r}: use one of {METHODS}")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: use one of {METHODS}")
+    # the loss is only used by SAMPa, which is not among these methods
+    return make_optimizer("sgd" if name == "sgd_2x" else name, model, smooth_cross_entropy, lr=lr, rho=rho,
+                          momentum=momentum, weight_decay=weight_decay, mu=mu, alpha=alpha)
 
 
 def gradients_per_step(name: str) -> int:
@@ -576,7 +586,8 @@ def flip_summary(flips: dict, rho: float) -> dict:
     late_total = {k: sum(flips["counts"][(k, r)][i]["flips"] for i in late) for k in PERTURBATIONS}
     return {"flips_sce": total["sce"], "flips_ce": total["ce"], "flips_log": total["log"],
             "flips_tanh": total["tanh"], "flips_log_minus_sce": total["log"] - total["sce"],
-            "flips_log_minus_ce": total["log"] - total["ce"], "flips_tanh_minus_log": total["tanh"] - total["log"],
+            "flips_ce_minus_sce": total["ce"] - total["sce"], "flips_log_minus_ce": total["log"] - total["ce"],
+            "flips_tanh_minus_log": total["tanh"] - total["log"],
             "late_flips_sce": late_total["sce"], "late_flips_log": late_total["log"],
             "final_train_errors": flips["clean_errors"][-1], "final_overconfident": flips["overconfident"][-1]}
 
@@ -600,7 +611,7 @@ def draw_flips(fig, rho: float, flips: dict) -> None:
         ax2.plot(flips["rhos"], [t / b if b else float("nan") for t, b in zip(total, base)], "o-",
                  color=COLORS[name], label=NAMES[name])
     ax2.axvline(r, color="k", ls=":", lw=1)
-    ax2.set_xscale("log")
+    _rho_axis(ax2, flips["rhos"])
     label(ax2, "perturbation radius rho", "flips summed over checkpoints / SAM's",
           "relative to SAM's own perturbation")
 
@@ -654,8 +665,8 @@ def accuracy_table(acc: dict) -> str:
     lines = [f"{'method':16s} {'grad evals':>10s}  {'test acc (mean +- std)':>24s}  per seed"]
     for m in acc["methods"]:
         seeds = " ".join(f"{acc['runs'][(m, sd)]['test_acc'][-1]:.4f}" for sd in acc["seeds"])
-        lines.append(f"{NAMES[m]:16s} {s['grad_evals_' + m]:>10d}  {s['acc_' + m]:>14.4f} +- {s['acc_' + m + '_std']:.4f}"
-                     f"  {seeds}")
+        lines.append(f"{NAMES[m]:16s} {s['grad_evals_' + m]:>10d}  {s['acc_' + m]:>14.4f} +- "
+                     f"{s['acc_' + m + '_std']:.4f}  {seeds}")
     return "\n".join(lines)
 
 
@@ -706,7 +717,8 @@ def draw_surrogates(fig, mu: float, alpha: float, curves: dict) -> None:
     ax3.axvline(0, color="k", lw=0.8, ls=":")
     ax3.text(0.98, 0.5, "misclassified\n(F > 0)", transform=ax3.transAxes, ha="right", fontsize=8)
     ax3.legend(loc="upper left")
-    label(ax3, "margin F of a two-class sample", r"$\partial$ loss / $\partial F$ (max = 1)", "who pulls the perturbation")
+    label(ax3, "margin F of a two-class sample", r"$\partial$ loss / $\partial F$ (max = 1)",
+          "who pulls the perturbation")
 
 
 # ----------------------------------------------------------------------------- exercises

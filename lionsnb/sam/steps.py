@@ -54,8 +54,12 @@ def sampa_step(model: nn.Module, optimizer: SAMPa, x: torch.Tensor, y: torch.Ten
 
 
 def make_optimizer(name: str, model: nn.Module, loss_fn: Callable, lr: float, rho: float = 0.05,
-                   lam: float = 0.2, momentum: float = 0.9, weight_decay: float = 5e-4, adaptive: bool = False):
-    """(optimizer, step function) for ``name`` in sgd | sam | asam | bisam_log | bisam_tanh | sampa."""
+                   lam: float = 0.2, momentum: float = 0.9, weight_decay: float = 5e-4, adaptive: bool = False,
+                   mu: float = 1.0, alpha: float = 0.1):
+    """(optimizer, step function) for ``name`` in sgd | sam | asam | bisam_log | bisam_tanh | sampa.
+
+    ``mu`` and ``alpha`` are BiSAM's surrogate parameters; ``lam`` is SAMPa's weight.
+    """
     sgd_kwargs = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(model.parameters(), **sgd_kwargs), sgd_step
@@ -63,7 +67,8 @@ def make_optimizer(name: str, model: nn.Module, loss_fn: Callable, lr: float, rh
         return SAM(model.parameters(), torch.optim.SGD, rho=rho, adaptive=adaptive or name == "asam",
                    **sgd_kwargs), sam_step
     if name in ("bisam_log", "bisam_tanh"):
-        return SAM(model.parameters(), torch.optim.SGD, rho=rho, **sgd_kwargs), bisam_step(name.split("_")[1])
+        return (SAM(model.parameters(), torch.optim.SGD, rho=rho, **sgd_kwargs),
+                bisam_step(name.split("_")[1], mu, alpha))
     if name == "sampa":
         return SAMPa(model, loss_fn, rho=rho, lam=lam, **sgd_kwargs), sampa_step
     raise ValueError(f"unknown optimizer {name!r}: use sgd, sam, asam, bisam_log, bisam_tanh or sampa")
