@@ -26,6 +26,7 @@ from lionsnb.sam.basics import model_kind  # noqa: F401
 from lionsnb.sam.data import DATASETS, build_model, cached_split, resolve_dataset  # noqa: F401
 from lionsnb.sam.experiments import summarise, train_run  # noqa: F401
 from lionsnb.sam.losses import smooth_cross_entropy
+from lionsnb.sam.benchmark import time_methods  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.optim import SAMPa, flat, gradient_at
 from lionsnb.widgets import explore  # noqa: F401
 
@@ -159,6 +160,7 @@ def draw_accuracy_vs_cost(fig, *, runs: dict) -> None:
         cost = group[0]["sequential_gradients"]
         acc = np.mean([g["test_acc"] for g in group], axis=0)
         ax.plot(cost, acc, "-", color=color, label=f"{name} ({len(group)} seeds)")
+        ax.plot(cost[-1:], acc[-1:], "o", color=color)  # end points (SGD's curve is the first half of SGD 2x's)
     ax.legend(fontsize=8)
     label(ax, "sequential gradient evaluations", "test accuracy (mean over seeds)",
           "Accuracy against the critical path")
@@ -278,62 +280,3 @@ def backend_agreement(steps: int = 4, lam: float = 0.2, rho: float = 0.1, seed: 
         out["distributed"] = _max_state_diff(finals["sequential"], run.state_dict)
         out["distributed_rank1"] = _max_state_diff(finals["sequential"], run.rank1_state_dict)
     return out
-
-
-def _timing_model(width: int) -> torch.nn.Module:
-    from lionsnb.models import MLP
-
-    torch.manual_seed(0)
-    return MLP(40, [width, width], 10)
-
-
-def time_methods(device, width: int = 512, steps: int = 20, batch_size: int = 256, seed: int = 0,
-                 warmup: int = 3, distributed: bool = True) -> dict[str, float]:
-    """Median milliseconds per step of SGD, SAM and SAMPa (each backend), same model, device and run."""
-    import functools
-    import statistics
-    import time
-
-    from lionsnb.sam.parallel import ConcurrentPair, run_distributed_sampa
-    from lionsnb.sam.steps import make_optimizer
-
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    batches = [(torch.randn(batch_size, 40, generator=gen), torch.randint(0, 10, (batch_size,), generator=gen))
-               for _ in range(steps + warmup)]
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(step_once) -> float:
-        times = []
-        for i, (x, y) in enumerate(batches):
-            x, y = x.to(device), y.to(device)
-            sync()
-            start = time.perf_counter()
-            step_once(x, y)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(times)
-
-    out = {}
-    for name in ("sgd", "sam", "sampa_sequential", "sampa_concurrent"):
-        model = _timing_model(width).to(device)
-        if name.startswith("sampa"):
-            backend = ConcurrentPair() if name == "sampa_concurrent" else None
-            opt = SAMPa(model, smooth_cross_entropy, lr=0.05, rho=0.1, lam=0.2, momentum=0.9, weight_decay=5e-4,
-                        backend=backend)
-            out[name] = timed(opt.step)
-            if hasattr(backend, "close"):
-                backend.close()
-        else:
-            opt, step = make_optimizer(name, model, smooth_cross_entropy, lr=0.05, rho=0.1)
-            out[name] = timed(lambda x, y: step(model, opt, x, y, smooth_cross_entropy))
-    if distributed:
-        run = run_distributed_sampa(functools.partial(_timing_model, width), [(x, y) for x, y in batches], lr=0.05,
-                                    rho=0.1, lam=0.2, momentum=0.9, weight_decay=5e-4,
-                                    device="cuda" if device.type == "cuda" else "cpu")
-        out["sampa_distributed"] = 1e3 * statistics.median(run.step_times[warmup:])
-    return {k: round(v, 3) for k, v in out.items()}
