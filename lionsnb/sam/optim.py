@@ -69,6 +69,9 @@ class SAM(torch.optim.Optimizer):
 
     or ``opt.step(closure)`` where ``closure`` zeroes nothing, computes the loss and calls backward.
     ``rho`` is the perturbation radius (per group allowed; the norm is always global).
+    Groups may also set ``gradnorm_scale`` (a factor on their share of the norm, muP^2's
+    layerwise decoupling), ``perturb=False`` (not perturbed, e.g. SAM-ON perturbs only
+    normalisation layers) and ``adaptive="layerwise"`` (T = ||W||_F per tensor).
     """
 
     def __init__(self, params: Iterable, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.05,
@@ -80,31 +83,42 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
 
+    @staticmethod
+    def _scale(p: torch.Tensor, adaptive) -> torch.Tensor | float:
+        """T: |w| elementwise (ASAM), ||W||_F per tensor ("layerwise" ASAM), or 1."""
+        if adaptive == "layerwise":
+            return p.detach().norm()
+        return p.detach().abs() if adaptive else 1.0
+
     def _scaled_grads(self) -> list[tuple[torch.Tensor, torch.Tensor, dict]]:
         """(parameter, T * g, group) for every parameter with a gradient."""
         out = []
         for group in self.param_groups:
+            if not group.get("perturb", True):
+                continue
             for p in group["params"]:
                 if p.grad is not None:
-                    out.append((p, p.grad * p.abs() if group["adaptive"] else p.grad, group))
+                    out.append((p, p.grad * self._scale(p, group["adaptive"]), group))
         return out
 
     @torch.no_grad()
     def grad_norm(self) -> torch.Tensor:
-        """||T g||_2 over all parameters (T = |w| when adaptive)."""
+        """||(s_l T g_l)_l||_2 over all perturbed parameters (T = |w| when adaptive; s_l is a group's
+        ``gradnorm_scale``, 1 by default, the layerwise decoupling of muP^2's Algorithm 1)."""
         scaled = self._scaled_grads()
         if not scaled:
             return torch.tensor(0.0)
         device = scaled[0][0].device
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(tg).to(device) for _, tg, _ in scaled]))
+        return torch.linalg.vector_norm(torch.stack(
+            [group.get("gradnorm_scale", 1.0) * torch.linalg.vector_norm(tg).to(device) for _, tg, group in scaled]))
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Save w and move to w + e, e = rho T^2 g / (||T g|| + 1e-12)."""
+        """Save w and move to w + e, e = rho T^2 g / (||T g|| + 1e-12) (per-group rho)."""
         norm = self.grad_norm()
         for p, tg, group in self._scaled_grads():
             self.state[p]["w"] = p.detach().clone()
-            e = tg * p.abs() if group["adaptive"] else tg  # T^2 g = T (T g)
+            e = tg * self._scale(p, group["adaptive"]) if group["adaptive"] else tg  # T^2 g = T (T g)
             p.add_(e * (group["rho"] / (norm + EPS)))
         if zero_grad:
             self.zero_grad()

@@ -1,0 +1,12 @@
+"""The muP^2 series: SAM in the infinite-width limit and layerwise perturbation scaling.
+
+Haas, Xu, Cevher, Chennuru Vankadara, "muP^2: Effective sharpness aware minimization requires
+layerwise perturbation scaling", NeurIPS 2024 (arXiv 2411.00075).  Uses the SAM optimizer of
+:mod:`lionsnb.sam` with per-layer rho, lr and gradient-norm weights (the paper's Algorithm 1).
+"""
+from __future__ import annotations
+
+from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthMLP, fit_slope, make_sam, param_groups,  # noqa: F401
+                                perturbation_curves, perturbation_effects, perturbation_slopes)
+from lionsnb.mup2.scaling import (CONVENTION, LAYERS, PARAMETERIZATIONS, RHO_SCALINGS, VARIANTS,  # noqa: F401
+                                  LayerFactors, exponents, scaling_table, table_rows)
