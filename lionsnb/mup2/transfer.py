@@ -35,11 +35,11 @@ SPEC = MethodSpec(
     profiles={
         "smoke": dict(n_train=500, widths=(32, 128), base_width=32, lrs=(0.1, 0.4, 1.6), rhos=(0.0, 0.1),
                       epochs=1, batch_size=128, seeds=(0,)),
-        "teach": dict(n_train=2000, widths=(64, 256, 1024), base_width=64, lrs=(0.05, 0.1, 0.2, 0.4, 0.8),
-                      rhos=(0.0, 0.05, 0.2, 0.8), epochs=6, batch_size=128, seeds=(0,)),
+        "teach": dict(n_train=None, widths=(32, 128, 512), base_width=32, lrs=(0.1, 0.2, 0.4, 0.8, 1.6),
+                      rhos=(0.0, 0.05, 0.1, 0.2, 0.4), epochs=5, batch_size=128, seeds=(0,)),
         "full": dict(n_train=None, widths=(256, 1024, 4096), base_width=256,
-                     lrs=tuple(round(0.0125 * 2 ** k, 6) for k in range(8)),
-                     rhos=(0.0, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8), epochs=20, batch_size=64, seeds=(0, 1, 2)),
+                     lrs=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6), rhos=(0.0, 0.025, 0.05, 0.1, 0.2, 0.4),
+                     epochs=10, batch_size=128, seeds=(0, 1)),
     },
     knobs={
         "dataset": Knob("auto", "auto (MNIST-1D; CIFAR-10 in the full profile when present), mnist1d, digits or "
@@ -88,9 +88,12 @@ def train_point(data, scheme: str, width: int, lr: float, rho: float, *, base_wi
 
 
 def sweep(data, *, widths, lrs, rhos, base_width: int, epochs: int, batch_size: int, seeds=(0,),
-          momentum: float = 0.0, schemes=tuple(SCHEMES), device="cpu", progress: bool = True) -> dict:
+          momentum: float = 0.0, schemes=tuple(SCHEMES), device="cpu", share_base: bool = False,
+          progress: bool = True) -> dict:
     """Test accuracy on the grid schemes x widths x lrs x rhos (mean over ``seeds``).
 
+    ``share_base=True`` trains the base width once and copies it to the other schemes: every factor is 1 there,
+    so the runs are identical (:func:`base_identity_gap` checks it on one point; the tests on a whole grid).
     Returns plain lists (cacheable): ``acc[s][w][i][j]`` for scheme s, width w, lr i, rho j, the per-seed
     values, the divergence counts and the seconds per run.
     """
@@ -104,9 +107,14 @@ def sweep(data, *, widths, lrs, rhos, base_width: int, epochs: int, batch_size: 
     acc = np.zeros(shape + (len(seeds),))
     diverged = np.zeros(shape, dtype=int)
     seconds = np.zeros(shape)
-    bar = tqdm(total=int(np.prod(shape)) * len(seeds), desc="(lr, rho) grid", disable=not progress)
+    shared = share_base and base_width in widths and len(schemes) > 1
+    total = int(np.prod(shape)) * len(seeds) - (len(schemes) - 1) * len(lrs) * len(rhos) * len(seeds) * shared
+    bar = tqdm(total=total, desc="(lr, rho) grid", disable=not progress)
     for s, scheme in enumerate(schemes):
         for w, width in enumerate(widths):
+            if shared and s > 0 and width == base_width:
+                acc[s, w], diverged[s, w] = acc[0, w], diverged[0, w]
+                continue
             for i, lr in enumerate(lrs):
                 for j, rho in enumerate(rhos):
                     for k, seed in enumerate(seeds):
@@ -171,6 +179,14 @@ def transfer_summary(result: dict) -> dict:
     return out
 
 
+def base_identity_gap(data, lr: float, rho: float, *, base_width: int, epochs: int = 1, batch_size: int = 128,
+                      seed: int = 0, device="cpu") -> float:
+    """|final training loss of SP-SAM - of muP^2-SAM| at the base width for one (lr, rho): 0 when wired right."""
+    runs = [train_point(data, scheme, base_width, lr, rho, base_width=base_width, epochs=epochs,
+                        batch_size=batch_size, seed=seed, device=device) for scheme in SCHEMES]
+    return abs(runs[0]["train_loss"] - runs[1]["train_loss"])
+
+
 def base_width_gap(result: dict, base_width: int) -> float:
     """max |acc_SP - acc_muP2| over the grid at the base width (0: every factor is 1 there)."""
     if base_width not in result["widths"]:
@@ -191,9 +207,9 @@ def _heatmap(ax, result: dict, s: int, w: int, contour: float, vmin: float, vmax
         ax.contour(np.arange(len(rhos)), np.arange(len(lrs)), acc, levels=[acc[i, j] - contour], colors="white",
                    linewidths=1.2)
     for (a, b), v in np.ndenumerate(acc):
-        ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=6,
+        ax.text(b, a - 0.22, f"{v:.3f}", ha="center", va="center", fontsize=6,
                 color="black" if v > (vmin + vmax) / 2 else "white")
-    ax.plot(j, i, marker="*", color="red", markersize=16, markeredgecolor="white")
+    ax.plot(j, i + 0.08, marker="*", color="red", markersize=13, markeredgecolor="white")
     ax.set_xticks(range(len(rhos)), [f"{r:g}" for r in rhos], fontsize=7)
     ax.set_yticks(range(len(lrs)), [f"{x:g}" for x in lrs], fontsize=7)
     return im
@@ -221,11 +237,13 @@ def draw_optima(fig, *, result: dict) -> None:
     """The transfer summary: optimal lr and optimal rho against width, per scheme."""
     ax1, ax2, ax3 = fig.subplots(1, 3)
     opt = optima(result)
-    for (scheme, rows), marker in zip(opt.items(), ("o", "s")):
+    # the second scheme dashed with smaller markers, so that coinciding optima stay visible
+    for (scheme, rows), (marker, ls, size) in zip(opt.items(), (("o", "-", 9), ("s", "--", 5))):
         widths = [r["width"] for r in rows]
-        ax1.plot(widths, [r["lr"] for r in rows], marker=marker, label=scheme)
-        ax2.plot(widths, [r["rho"] for r in rows], marker=marker, label=scheme)
-        ax3.plot(widths, [r["acc"] for r in rows], marker=marker, label=scheme)
+        style = dict(marker=marker, ls=ls, markersize=size, label=scheme)
+        ax1.plot(widths, [r["lr"] for r in rows], **style)
+        ax2.plot(widths, [r["rho"] for r in rows], **style)
+        ax3.plot(widths, [r["acc"] for r in rows], **style)
     for ax in (ax1, ax2, ax3):
         ax.set_xscale("log", base=2)
         ax.legend(fontsize=8)
@@ -245,11 +263,11 @@ def draw_width(fig, *, result: dict, width: int, scheme: str, contour: float = 0
     s, w = result["schemes"].index(scheme), result["widths"].index(width)
     vmin, vmax = _limits(result)
     im = _heatmap(ax1, result, s, w, contour, vmin, vmax)
-    fig.colorbar(im, ax=ax1, label="test accuracy")
+    fig.colorbar(im, ax=ax1, label="test accuracy", pad=0.02)
     label(ax1, "rho (base radius)", "lr (base learning rate)", f"{scheme}, width {width}")
     acc = np.asarray(result["acc"][s])
     for k, n in enumerate(result["widths"]):
-        i, j = grid_argmax_reference(acc[k])
+        _, j = grid_argmax_reference(acc[k])
         ax2.plot(result["lrs"], acc[k][:, j], marker="o", lw=2.5 if n == width else 1,
                  label=f"width {n} (rho {result['rhos'][j]:g})")
     ax2.set_xscale("log", base=2)
@@ -270,7 +288,7 @@ def mup2_rho_factors_reference(ratio: float) -> tuple[float, float, float]:
 
 def table_rho_factors(ratio: float, base_width: int = 64) -> tuple[float, float, float]:
     """The same factors read from the package's table (for the check in the notebook)."""
-    table = scaling_table("mup2", width=int(round(ratio * base_width)), base_width=base_width)
+    table = scaling_table("mup2", width=round(ratio * base_width), base_width=base_width)
     return tuple(table["layers"][name].rho for name in LAYERS)
 
 
