@@ -145,3 +145,41 @@ def test_global_scaling_only_perturbs_the_last_layer_effectively():
 def test_fit_slope():
     assert m.fit_slope([1, 2, 4], [3, 6, 12]) == pytest.approx(1.0)
     assert m.fit_slope([1, 10], [5, 0.5]) == pytest.approx(-1.0)
+
+
+# The CNN (input conv with 8 channels x kernel 3): the schemes whose slopes are already asymptotic at smoke widths.
+CNN_ASYMPTOTIC = ("mup_naive", "mup_global", "mup2_independent", "asam_elementwise", "asam_elementwise_bcd")
+
+
+@pytest.mark.parametrize("scheme", CNN_ASYMPTOTIC)
+def test_cnn_width_slopes(scheme):
+    slopes = m.perturbation_slopes(scheme, SMOKE_WIDTHS, model="cnn")
+    for layer, expected in zip(m.LAYERS, m.EXPECTED_SLOPES[scheme]):
+        assert abs(slopes[layer] - expected) < 0.25, (scheme, layer, slopes[layer], expected)
+
+
+def test_cnn_default_gradnorm_drift_shrinks_with_input_fan_in():
+    """With Algorithm 1's default weights s_l = r^{-d_l}, the input layer dominates the denominator only once
+    n is large compared to its fan-in; for a small input fan-in the slopes drift upwards at smoke widths and
+    the drift shrinks as the fan-in grows (measured: about +0.4 at 8 channels, +0.15 at 32)."""
+    def worst(channels):
+        effects = [m.perturbation_effects("mup2", w, model="cnn", channels=channels) for w in SMOKE_WIDTHS]
+        return max(abs(m.fit_slope(SMOKE_WIDTHS, [e[k]["rms"] for e in effects])) for k in m.LAYERS)
+
+    assert worst(32) < worst(8) < 0.6 and worst(32) < 0.25
+
+
+def test_cnn_at_the_base_width_is_plain_sam():
+    torch.manual_seed(0)
+    a = m.WidthCNN(2, 16, 5, "mup", base_width=16).double()
+    b = copy.deepcopy(a)
+    opt_a = m.make_sam(a, m.scaling_table("mup2", width=16, base_width=16), lr=0.1, rho=0.05)
+    opt_b = SAM(b.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
+    x, y = torch.randn(6, 2, 10, dtype=torch.float64), torch.randint(0, 5, (6,))
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        F.cross_entropy(model(x), y).backward()
+        opt.first_step(zero_grad=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.second_step(zero_grad=True)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

@@ -43,6 +43,48 @@ class WidthMLP(nn.Module):
         return self.output(torch.relu(self.hidden(torch.relu(self.input(x.flatten(1))))))
 
 
+class WidthCNN(nn.Module):
+    """A small 1-D CNN of width n (channels): input conv (c_in -> n, kernel k), hidden conv (n -> n, kernel k),
+    global average pooling, output linear (n -> d_out); ReLU, bias-free.  Input-, hidden- and output-like
+    layers get the MLP's exponents (the kernel size is a width-independent constant): init std
+    sqrt(2 / fan_in_at_base) times the table's ``init_std`` factor, fan_in = channels x kernel.
+    """
+
+    def __init__(self, c_in: int, width: int, d_out: int, parameterization: str = "mup", base_width: int = 64,
+                 kernel: int = 3):
+        super().__init__()
+        self.width, self.base_width, self.c_in = width, base_width, c_in
+        self.input = nn.Conv1d(c_in, width, kernel, padding=kernel // 2, bias=False)
+        self.hidden = nn.Conv1d(width, width, kernel, padding=kernel // 2, bias=False)
+        self.output = nn.Linear(width, d_out, bias=False)
+        table = scaling_table(parameterization, width=width, base_width=base_width)["layers"]
+        base_std = {"input": math.sqrt(2.0 / (c_in * kernel)), "hidden": math.sqrt(2.0 / (base_width * kernel)),
+                    "output": math.sqrt(2.0 / base_width)}
+        with torch.no_grad():
+            for name in LAYERS:
+                getattr(self, name).weight.normal_(0.0, base_std[name] * table[name].init_std)
+
+    def _shape(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), self.c_in, -1)
+
+    def activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h0 = self._shape(x)
+        h1 = torch.relu(self.input(h0))
+        h2 = torch.relu(self.hidden(h1)).mean(-1)
+        return {"input": h0, "hidden": h1, "output": h2}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.activations(x)["output"])
+
+
+def layer_output(model: nn.Module, name: str, inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What layer ``name`` of ``model`` computes from ``inputs`` with ``weight`` (linear in the weight)."""
+    module = getattr(model, name)
+    if isinstance(module, nn.Conv1d):
+        return F.conv1d(inputs, weight, padding=module.padding)
+    return inputs @ weight.T
+
+
 def param_groups(model: WidthMLP, table: dict, lr: float, rho: float) -> list[dict]:
     """One SAM/SGD parameter group per layer with its lr, rho, gradient-norm weight and perturb flag."""
     groups = []
@@ -95,7 +137,8 @@ def batch(d_in: int = 32, n: int = 16, d_out: int = 10, seed: int = 0) -> tuple[
 
 
 def perturbation_effects(scheme: str, width: int, base_width: int = 64, rho: float = 0.1, seed: int = 0,
-                         x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+                         x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                         model: str = "mlp", channels: int = 8) -> dict[str, dict[str, float]]:
     """For a freshly initialised muP (or SP) MLP: each layer's SAM perturbation e^l (computed by the SAM
     optimizer with the scheme's per-layer factors) and its effect
 
@@ -108,7 +151,12 @@ def perturbation_effects(scheme: str, width: int, base_width: int = 64, rho: flo
     if x is None:
         x, y = batch(seed=seed)
     torch.manual_seed(seed)
-    model = WidthMLP(x.shape[1], width, int(y.max()) + 1, parameterization, base_width).double()
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"model must be 'mlp' or 'cnn', got {model!r}")
+    if model == "mlp":
+        model = WidthMLP(x.shape[1], width, int(y.max()) + 1, parameterization, base_width).double()
+    else:  # the batch's features as a sequence with ``channels`` channels
+        model = WidthCNN(channels, width, int(y.max()) + 1, parameterization, base_width).double()
     x = x.double()
     table = scaling_table(parameterization, variant, width=width, base_width=base_width, rho_scaling=rho_scaling)
     opt = make_sam(model, table, lr=0.0, rho=rho)
@@ -123,7 +171,7 @@ def perturbation_effects(scheme: str, width: int, base_width: int = 64, rho: flo
         base_logits = model(x)
         out: dict[str, dict[str, float]] = {}
         for name in LAYERS:
-            rms = float((acts[name] @ eps[name].T).pow(2).mean().sqrt())
+            rms = float(layer_output(model, name, acts[name], eps[name]).pow(2).mean().sqrt())
             getattr(model, name).weight.add_(eps[name])
             logits = float((model(x) - base_logits).pow(2).mean().sqrt())
             getattr(model, name).weight.copy_(before[name])
@@ -136,14 +184,16 @@ def fit_slope(widths, values) -> float:
     return float(np.polyfit(np.log(np.asarray(widths, float)), np.log(np.asarray(values, float)), 1)[0])
 
 
-def perturbation_curves(scheme: str, widths, seed: int = 0, base_width: int = 64, rho: float = 0.1) -> dict:
-    """Per-layer effects (both metrics) at every width, for one scheme."""
-    effects = [perturbation_effects(scheme, w, base_width, rho, seed) for w in widths]
+def perturbation_curves(scheme: str, widths, seed: int = 0, base_width: int = 64, rho: float = 0.1,
+                        model: str = "mlp") -> dict:
+    """Per-layer effects (both metrics) at every width, for one scheme (``model`` mlp or cnn)."""
+    effects = [perturbation_effects(scheme, w, base_width, rho, seed, model=model) for w in widths]
     return {metric: {name: [e[name][metric] for e in effects] for name in LAYERS} for metric in ("rms", "logits")}
 
 
-def perturbation_slopes(scheme: str, widths, seed: int = 0, metric: str = "rms") -> dict[str, float]:
-    """Log-log slope, against width, of each layer's effective perturbation on a freshly initialised MLP,
-    one layer perturbed at a time: ``{"input": s, "hidden": s, "output": s}``."""
-    curves = perturbation_curves(scheme, widths, seed)
+def perturbation_slopes(scheme: str, widths, seed: int = 0, metric: str = "rms", model: str = "mlp"
+                        ) -> dict[str, float]:
+    """Log-log slope, against width, of each layer's effective perturbation on a freshly initialised MLP
+    (or ``model="cnn"``), one layer perturbed at a time: ``{"input": s, "hidden": s, "output": s}``."""
+    curves = perturbation_curves(scheme, widths, seed, model=model)
     return {name: fit_slope(widths, curves[metric][name]) for name in LAYERS}

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.mup2.model import EXPECTED_SLOPES, SCHEMES, WidthMLP, batch, fit_slope, perturbation_curves
+from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthMLP, batch, fit_slope, perturbation_curves,
+                                perturbation_slopes)
 from lionsnb.mup2.scaling import LAYERS, scaling_table, table_rows
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
@@ -151,7 +152,7 @@ def check_exercise_slope(attempt, ctx=None) -> ExerciseResult:
 
 __all__ = ["SPEC", "setup", "EXPECTED_SLOPES", "SCHEMES", "TITLES", "table_html", "all_curves", "slopes_of",
            "draw_scheme", "draw_comparison", "width_ticks", "layerwise_step_error", "feature_updates", "check_exercise_rho_factor", "check_exercise_slope",
-           "scaling_table", "fit_slope", "figure", "label", "explore", "LAYERS"]
+           "scaling_table", "fit_slope", "perturbation_slopes", "figure", "label", "explore", "LAYERS"]
 
 
 def layerwise_step_error(width: int = 256, base_width: int = 64, rho: float = 0.1, seed: int = 0) -> dict:
