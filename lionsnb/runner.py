@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Queue
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Mapping, Sequence, TextIO
 
 from lionsnb.files import atomic_write_text
 from lionsnb.params import ParameterError, suggest, validate_device, validate_profile
@@ -473,27 +473,34 @@ def _pump(stream: Any, log_file: Any, echo: TextIO | None) -> None:
 
 # ----------------------------------------------------------------------------- judging
 
+def _numbered_code_cells(executed: Path) -> Iterator[tuple[int, dict, list[str], int, bool]]:
+    """(index in the notebook, cell, tags, code-cell number as in the source, injected?) for each code cell of an
+    executed notebook; papermill's error banner is skipped and its injected cell is not counted.  Nothing for an
+    unreadable file."""
+    if not executed.is_file():
+        return
+    try:
+        nb = json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    code_no = 0
+    for index, cell in enumerate(nb.get("cells", [])):
+        tags = _tags(cell)
+        if cell.get("cell_type") != "code" or _ERROR_CELL_TAG in tags:
+            continue
+        injected = "injected-parameters" in tags
+        if not injected:
+            code_no += 1
+        yield index, cell, tags, code_no, injected
+
+
 def find_failing_cell(executed: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The cell that stopped the run, from the executed notebook (``None`` if none raised).
 
     ``code_cell`` counts code cells from 1 as in the *source* notebook: papermill's
     injected-parameters cell and its error banner are not counted.
     """
-    path = Path(executed)
-    if not path.is_file():
-        return None
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    code_no = 0
-    for index, cell in enumerate(nb.get("cells", [])):
-        tags = _tags(cell)
-        if _ERROR_CELL_TAG in tags or cell.get("cell_type") != "code":
-            continue
-        injected = "injected-parameters" in tags
-        if not injected:
-            code_no += 1
+    for index, cell, tags, code_no, injected in _numbered_code_cells(Path(executed)):
         if "raises-exception" in tags:
             continue
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
@@ -747,20 +754,7 @@ class _Runner:
 
 def _running_cell(executed: Path) -> dict[str, Any] | None:
     """For a timeout: the first code cell papermill had not finished (its progress metadata)."""
-    if not executed.is_file():
-        return None
-    try:
-        nb = json.loads(executed.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    code_no = 0
-    for index, cell in enumerate(nb.get("cells", [])):
-        tags = _tags(cell)
-        if cell.get("cell_type") != "code" or _ERROR_CELL_TAG in tags:
-            continue
-        injected = "injected-parameters" in tags
-        if not injected:
-            code_no += 1
+    for index, cell, _tags_of_cell, code_no, injected in _numbered_code_cells(executed):
         status = ((cell.get("metadata") or {}).get("papermill") or {}).get("status")
         if status in ("running", "pending"):
             lines = [ln for ln in _source(cell).splitlines() if ln.strip()]

@@ -71,6 +71,14 @@ def data(seed=0):
             for _ in range(3)]
 
 
+def sam_steps(model, opt, x, y) -> None:
+    """One explicit two-pass SAM update."""
+    F.cross_entropy(model(x), y).backward()
+    opt.first_step(zero_grad=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.second_step(zero_grad=True)
+
+
 def test_mup2_at_the_base_width_is_plain_sam():
     torch.manual_seed(0)
     a = m.WidthMLP(12, 32, 5, "mup", base_width=32).double()
@@ -79,10 +87,7 @@ def test_mup2_at_the_base_width_is_plain_sam():
     opt_b = SAM(b.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
     for x, y in data():
         for model, opt in ((a, opt_a), (b, opt_b)):
-            F.cross_entropy(model(x), y).backward()
-            opt.first_step(zero_grad=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.second_step(zero_grad=True)
+            sam_steps(model, opt, x, y)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
 
@@ -96,10 +101,7 @@ def test_layerwise_sam_step_equals_rederivation():
     opt = m.make_sam(ours, table, lr=0.1, rho=0.05)
     f = [table["layers"][k] for k in m.LAYERS]
     for x, y in data():
-        F.cross_entropy(ours(x), y).backward()
-        opt.first_step(zero_grad=True)
-        F.cross_entropy(ours(x), y).backward()
-        opt.second_step(zero_grad=True)
+        sam_steps(ours, opt, x, y)
         params = [ref.input.weight, ref.hidden.weight, ref.output.weight]
         g = torch.autograd.grad(F.cross_entropy(ref(x), y), params)
         norm = torch.sqrt(sum((fl.gradnorm * gl.norm()) ** 2 for fl, gl in zip(f, g)))
@@ -177,9 +179,6 @@ def test_cnn_at_the_base_width_is_plain_sam():
     opt_b = SAM(b.parameters(), torch.optim.SGD, rho=0.05, lr=0.1)
     x, y = torch.randn(6, 2, 10, dtype=torch.float64), torch.randint(0, 5, (6,))
     for model, opt in ((a, opt_a), (b, opt_b)):
-        F.cross_entropy(model(x), y).backward()
-        opt.first_step(zero_grad=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.second_step(zero_grad=True)
+        sam_steps(model, opt, x, y)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
