@@ -197,3 +197,24 @@ def perturbation_slopes(scheme: str, widths, seed: int = 0, metric: str = "rms",
     (or ``model="cnn"``), one layer perturbed at a time: ``{"input": s, "hidden": s, "output": s}``."""
     curves = perturbation_curves(scheme, widths, seed, model=model)
     return {name: fit_slope(widths, curves[metric][name]) for name in LAYERS}
+
+
+def layerwise_step_error(width: int = 256, base_width: int = 64, rho: float = 0.1, seed: int = 0) -> dict:
+    """One muP^2 perturbation by the SAM optimizer against the formula written out by hand (float64):
+    e^l = rho_l g_l / ||(s_k g_k)_k||.  Returns the per-layer perturbation norms and the largest difference."""
+    x, y = batch(seed=seed)
+    torch.manual_seed(seed)
+    model = WidthMLP(x.shape[1], width, int(y.max()) + 1, "mup", base_width).double()
+    table = scaling_table("mup2", width=width, base_width=base_width)
+    weights = [getattr(model, k).weight for k in LAYERS]
+    grads = torch.autograd.grad(F.cross_entropy(model(x.double()), y), weights)
+    f = [table["layers"][k] for k in LAYERS]
+    norm = torch.sqrt(sum((fl.gradnorm * g.norm()) ** 2 for fl, g in zip(f, grads)))
+    by_hand = [rho * fl.rho * g / (norm + 1e-12) for fl, g in zip(f, grads)]
+    before = [w.detach().clone() for w in weights]
+    opt = make_sam(model, table, lr=0.1, rho=rho)
+    F.cross_entropy(model(x.double()), y).backward()
+    opt.first_step(zero_grad=True)
+    eps = [w.detach() - b for w, b in zip(weights, before)]
+    return {"norms": {k: float(e.norm()) for k, e in zip(LAYERS, eps)},
+            "max_error": max(float((e - h).abs().max()) for e, h in zip(eps, by_hand))}

@@ -114,6 +114,15 @@ def scaling_table(parameterization: str, variant: str = "sam", optimizer: str = 
             "base_width": base_width, "derived": sorted(set(derived))}
 
 
+def mup2_rho_factors(ratio: float) -> tuple[float, float, float]:
+    """muP^2's per-layer multipliers of the base rho for SGD at width ratio r = n / n0, from the exponents
+    alone: rho_l = r^{-(d + d_l)} with d = -1/2, d_l = (-1/2, 1/2, 3/2), i.e. (r, 1, 1/r)."""
+    if ratio <= 0:
+        raise ValueError(f"the width ratio must be > 0, got {ratio}")
+    d, d_l = -0.5, (-0.5, 0.5, 1.5)
+    return tuple(float(ratio ** -(d + x)) for x in d_l)
+
+
 def table_rows(table: dict) -> list[dict]:
     """The table as rows (one per layer) for display."""
     return [{"layer": name, **{k: round(v, 6) if isinstance(v, float) else v for k, v in vars(f).items()}}

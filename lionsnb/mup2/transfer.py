@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.mup2.model import WidthMLP, make_sam
-from lionsnb.mup2.scaling import LAYERS, scaling_table, table_rows  # noqa: F401  (re-exported for the notebook)
+from lionsnb.mup2.model import WidthMLP, layerwise_step_error, make_sam
+from lionsnb.mup2.scaling import LAYERS, mup2_rho_factors, scaling_table, table_rows  # noqa: F401  (re-exported)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.data import DATASETS, cached_split, resolve_dataset  # noqa: F401
@@ -278,12 +278,8 @@ def draw_width(fig, *, result: dict, width: int, scheme: str, contour: float = 0
 # ----------------------------------------------------------------------------- checks and exercises
 
 def mup2_rho_factors_reference(ratio: float) -> tuple[float, float, float]:
-    """muP^2's per-layer multipliers of the base rho for SGD, at width ratio r = n / n0 (normalised convention):
-    rho_l = r^{-(d + d_l)} with d = -1/2, d_l = (-1/2, 1/2, 3/2), i.e. (r, 1, 1/r) for (input, hidden, output)."""
-    if ratio <= 0:
-        raise ValueError(f"the width ratio must be > 0, got {ratio}")
-    d, d_l = -0.5, (-0.5, 0.5, 1.5)
-    return tuple(float(ratio ** -(d + x)) for x in d_l)
+    """The exercise's reference: muP^2's (input, hidden, output) rho multipliers, (r, 1, 1/r)."""
+    return mup2_rho_factors(ratio)
 
 
 def table_rho_factors(ratio: float, base_width: int = 64) -> tuple[float, float, float]:
@@ -292,27 +288,9 @@ def table_rho_factors(ratio: float, base_width: int = 64) -> tuple[float, float,
     return tuple(table["layers"][name].rho for name in LAYERS)
 
 
-def perturbation_by_hand(model: WidthMLP, grads: dict, table: dict, rho: float) -> dict:
-    """Algorithm 1's perturbation written out: e_l = rho rho_l g_l / ||(s_k g_k)_k||_2 (float, no eps)."""
-    f = table["layers"]
-    norm = math.sqrt(sum((f[k].gradnorm * float(grads[k].norm())) ** 2 for k in LAYERS))
-    return {k: rho * f[k].rho * grads[k] / norm for k in LAYERS}
-
-
 def first_step_error(width: int = 256, base_width: int = 64, rho: float = 0.1, seed: int = 0) -> float:
-    """max |optimizer's perturbation - Algorithm 1 by hand| for muP^2 on a float64 random batch."""
-    gen = torch.Generator().manual_seed(seed)
-    x, y = torch.randn(32, 40, generator=gen, dtype=torch.float64), torch.randint(0, 10, (32,), generator=gen)
-    torch.manual_seed(seed)
-    model = WidthMLP(40, width, 10, "mup", base_width).double()
-    table = scaling_table("mup2", width=width, base_width=base_width)
-    opt = make_sam(model, table, lr=0.1, rho=rho)
-    F.cross_entropy(model(x), y).backward()
-    grads = {k: getattr(model, k).weight.grad.detach().clone() for k in LAYERS}
-    before = {k: getattr(model, k).weight.detach().clone() for k in LAYERS}
-    opt.first_step(zero_grad=True)
-    ref = perturbation_by_hand(model, grads, table, rho)
-    return max(float((getattr(model, k).weight.detach() - before[k] - ref[k]).abs().max()) for k in LAYERS)
+    """max |optimizer's perturbation - Algorithm 1 by hand| for muP^2 (float64; see ``layerwise_step_error``)."""
+    return layerwise_step_error(width, base_width, rho, seed)["max_error"]
 
 
 def _grid_cases():

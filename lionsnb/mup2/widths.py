@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthMLP, batch, fit_slope, perturbation_curves,
-                                perturbation_slopes)
-from lionsnb.mup2.scaling import LAYERS, scaling_table, table_rows
+from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthMLP, batch, fit_slope,  # noqa: F401
+                                layerwise_step_error, perturbation_curves, perturbation_slopes)
+from lionsnb.mup2.scaling import LAYERS, mup2_rho_factors, scaling_table, table_rows
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401
@@ -134,7 +134,7 @@ def feature_updates(parameterization: str, widths, lr: float = 0.1, base_width: 
 
 def rho_factor_reference(layer: str, ratio: float) -> float:
     """muP^2's rho multiplier of a layer for width ratio r = n / n0 (SGD): input r, hidden 1, output 1/r."""
-    return {"input": ratio, "hidden": 1.0, "output": 1.0 / ratio}[layer]
+    return mup2_rho_factors(ratio)[LAYERS.index(layer)]
 
 
 def check_exercise_rho_factor(attempt, ctx=None) -> ExerciseResult:
@@ -154,25 +154,3 @@ __all__ = ["SPEC", "setup", "EXPECTED_SLOPES", "SCHEMES", "TITLES", "table_html"
            "draw_scheme", "draw_comparison", "width_ticks", "layerwise_step_error", "feature_updates", "check_exercise_rho_factor", "check_exercise_slope",
            "scaling_table", "fit_slope", "perturbation_slopes", "figure", "label", "explore", "LAYERS"]
 
-
-def layerwise_step_error(width: int = 256, base_width: int = 64, rho: float = 0.1, seed: int = 0) -> dict:
-    """One muP^2 perturbation by the SAM optimizer against the formula written out by hand (float64):
-    e^l = rho_l g_l / ||(s_k g_k)_k||.  Returns the per-layer perturbation norms and the largest difference."""
-    from lionsnb.mup2.model import make_sam
-
-    x, y = batch(seed=seed)
-    torch.manual_seed(seed)
-    model = WidthMLP(x.shape[1], width, int(y.max()) + 1, "mup", base_width).double()
-    table = scaling_table("mup2", width=width, base_width=base_width)
-    weights = [getattr(model, k).weight for k in LAYERS]
-    grads = torch.autograd.grad(F.cross_entropy(model(x.double()), y), weights)
-    f = [table["layers"][k] for k in LAYERS]
-    norm = torch.sqrt(sum((fl.gradnorm * g.norm()) ** 2 for fl, g in zip(f, grads)))
-    by_hand = [rho * fl.rho * g / (norm + 1e-12) for fl, g in zip(f, grads)]
-    before = [w.detach().clone() for w in weights]
-    opt = make_sam(model, table, lr=0.1, rho=rho)
-    F.cross_entropy(model(x.double()), y).backward()
-    opt.first_step(zero_grad=True)
-    eps = [w.detach() - b for w, b in zip(weights, before)]
-    return {"norms": {k: float(e.norm()) for k, e in zip(LAYERS, eps)},
-            "max_error": max(float((e - h).abs().max()) for e, h in zip(eps, by_hand))}
