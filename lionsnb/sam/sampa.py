@@ -210,8 +210,10 @@ def extrapolation_reference(x: torch.Tensor, gy: torch.Tensor, eta: float) -> to
 
 
 def perturbed_point_reference(x: torch.Tensor, gy: torch.Tensor, rho: float) -> torch.Tensor:
-    """x~_t = x_t + rho grad f(y_t) / (||grad f(y_t)|| + 1e-12)."""
-    return x + rho * gy / (gy.norm() + 1e-12)
+    """x~_t = x_t + rho grad f(y_t) / (||grad f(y_t)|| + 1e-12): SAM's perturbation along grad f(y_t)."""
+    from lionsnb.sharpness import sam_perturbation
+
+    return x + sam_perturbation(gy, rho)
 
 
 def check_exercise_extrapolation(attempt, ctx=None) -> ExerciseResult:
