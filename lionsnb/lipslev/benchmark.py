@@ -52,8 +52,8 @@ def run(n: int = 100, full_engine: int = 0, state: str | None = None, chars: str
            "certificate_s_per_sentence_batched": batched, "certificate_s_per_sentence_single": single,
            "brute_force_s_per_sentence": bf, "ratio_bf_over_certificate_batched": bf / batched,
            "ratio_bf_over_certificate_single": bf / single,
-           "certified_at_1": int((cert.radii >= 1).sum()), "brute_force_robust_at_1": sum(r.robust for r in results),
-           "soundness_violations": len(rows) - agree}
+           "certified_at_1": int((cert.radii >= 1).sum()), "brute_force_robust_at_1": int(sum(r.robust for r in results)),
+           "soundness_violations": int(len(rows) - agree)}
     if full_engine:
         slow = [brute_force(model, t, y, 1, engine="full").seconds for t, y in zip(texts[:full_engine],
                                                                                    labels[:full_engine])]

@@ -42,13 +42,17 @@ def pad_batch(seqs: Sequence[Sequence[int]], extra: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logits_of_ids(model: LipsLevCNN, seqs: Sequence[Sequence[int]], batch_size: int = 256) -> torch.Tensor:
-    """Logits (N, K) of encoded sequences, batched by similar length; in the model's dtype/device."""
+def logits_of_ids(model: LipsLevCNN, seqs: Sequence[Sequence[int]], batch_size: int = 256,
+                  weights: tuple | None = None) -> torch.Tensor:
+    """Logits (N, K) of encoded sequences, batched by similar length; in the model's dtype/device.
+
+    ``weights``: the model's ``effective_weights()`` when the caller already has them (saves the SVDs).
+    """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     order = np.argsort([len(s) for s in seqs], kind="stable")
     out = torch.empty(len(seqs), model.num_classes, dtype=dtype)
-    weights = model.effective_weights()
+    weights = model.effective_weights() if weights is None else weights
     for start in range(0, len(seqs), batch_size):
         idx = order[start:start + batch_size]
         ids = pad_batch([seqs[i] for i in idx]).to(device)
@@ -116,10 +120,13 @@ def certificate(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], 
         raise ValueError(f"labels must be class indices 0..{model.num_classes - 1}")
     m64 = as_float64(model)
     seqs = encode_all(m64, texts)
-    logits = logits_of_ids(m64, seqs, batch_size).numpy()
-    emb, kernels, head = m64.effective_weights()
+    weights = m64.effective_weights()
+    logits = logits_of_ids(m64, seqs, batch_size, weights).numpy()
+    emb, kernels, head = weights
     row_max = pairwise_distances(emb, emb, m64.p).max(1).values.numpy()  # max_j ||e_i - e_j|| per row i
-    m_k = float(np.prod([conv_constant(k, m64.p).item() for k in kernels]))
+    # prod M(K) of the weights the forward uses; for a 1-Lipschitz model each K/M(K) has M = 1 exactly
+    # (a norm is absolutely homogeneous), so the SVDs are not repeated
+    m_k = 1.0 if m64.lipschitz else float(np.prod([conv_constant(k, m64.p).item() for k in kernels]))
     head_pairs = pairwise_distances(head, head, dual(m64.p)).numpy()
     n, classes = len(seqs), m64.num_classes
     margins = np.full((n, classes), np.inf)
