@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 PROFILES: tuple[str, ...] = ("smoke", "teach", "full")
 #: What each profile is for (shown by ``lionsnb list`` and in errors).
 PROFILE_HELP: dict[str, str] = {
-    "smoke": "CI: every code path, <= 60 s per notebook on 2 CPU cores",
+    "smoke": "CI: every code path, <= 60 s per notebook on 2 CPU cores (150 s for one that loads a real LLM)",
     "teach": "the default: <= 5 min per notebook on a 2-core laptop, big enough to show the effect",
     "full": "GPU runners: the scale closest to the paper we can reach",
 }

@@ -29,7 +29,10 @@ DEFAULT_REPORT_METRICS = 4
 
 _ID_RE = re.compile(r"^[a-z0-9_]+$")
 _REQUIRED = ("id", "path", "title", "method", "accelerator", "budget_s", "metrics")
-_OPTIONAL = ("report_metrics",)
+_OPTIONAL = ("report_metrics", "loads_llm")
+#: Smoke budget limits (seconds): every notebook, and one that loads a real language model (``loads_llm``).
+SMOKE_BUDGET_S = 60
+SMOKE_BUDGET_LLM_S = 150
 
 #: A metric range: (low, high), ``None`` meaning unbounded on that side.
 Range = Tuple[Optional[float], Optional[float]]
@@ -55,6 +58,7 @@ class NotebookEntry:
     budget_s: dict[str, float]  #: profile -> seconds
     metrics: dict[str, dict[str, Range]]  #: metric -> profile -> (low, high)
     report_metrics: list[str] = field(default_factory=list)
+    loads_llm: bool = False  #: loads a real language model: the smoke budget may reach SMOKE_BUDGET_LLM_S
 
     def budget(self, profile: str) -> float:
         """The time budget in seconds for ``profile``."""
@@ -286,6 +290,9 @@ def _parse_entry(raw: Any, index: int, root: Path) -> NotebookEntry:
         report = list(rm)
     else:
         report = list(metrics)[:DEFAULT_REPORT_METRICS]
+    loads_llm = raw.get("loads_llm", False)
+    if not isinstance(loads_llm, bool):
+        raise RegistryError(f"{where}, field 'loads_llm': must be true or false, got {loads_llm!r}.")
     return NotebookEntry(
         id=ident,
         path=path,
@@ -295,6 +302,7 @@ def _parse_entry(raw: Any, index: int, root: Path) -> NotebookEntry:
         budget_s=budget,
         metrics=metrics,
         report_metrics=report,
+        loads_llm=loads_llm,
     )
 
 
