@@ -27,6 +27,23 @@ from typing import Any, Callable, Mapping, Sequence
 DrawFn = Callable[..., None]
 
 
+def show_html(text: str) -> None:
+    """Display HTML in a notebook (headless runs keep it in their outputs); print its plain text elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+
+        if get_ipython() is not None:
+            display(HTML(text))
+            return
+    except ImportError:
+        pass
+    import html
+    import re
+
+    print(re.sub(r"<[^>]+>", " ", html.unescape(text)))
+
+
 def is_headless() -> bool:
     """True when no live widget frontend can be expected (runner, plain Python, no ipywidgets)."""
     if os.environ.get("LIONSNB_HEADLESS", "") not in ("", "0"):

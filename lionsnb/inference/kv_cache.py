@@ -34,6 +34,7 @@ from lionsnb.inference.paged import (BlockManager, OutOfBlocks, PagedKVCache, Pa
                                      random_requests, simulate_serving)  # re-exported for the notebook
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
+from lionsnb.runtime import load_average  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
 
 #: block sizes and maximum lengths of the precomputed serving sweep (the explorer's grid)
@@ -103,17 +104,6 @@ def prompt_ids(tokenizer, n_tokens: int, play: str = "hamlet") -> list[int]:
 def show_source(obj) -> None:
     """Print the source of a package function or class (the notebook shows the decode loop this way)."""
     print(inspect.getsource(obj))
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average (timings on a shared machine are only comparable within one run)."""
-    import os
-
-    try:
-        one, five, fifteen = os.getloadavg()
-    except (AttributeError, OSError):
-        return "load average not available"
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def chunked_prefill_check(runner: LlamaRunner, prompt: Sequence[int], split: int) -> dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from typing import Sequence
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
@@ -38,6 +37,7 @@ from lionsnb.inference.quant import (GRANULARITIES, MODES, ModelQuantization, Qu
 # (the notebook reaches the package's quantisers through this module: m.quantize, m.bits_per_weight, ...)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
+from lionsnb.runtime import load_average  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
 
 __all__ = ["SPEC", "setup", "figure", "label", "explore", "check_exercise", "np", "torch"]
@@ -631,11 +631,3 @@ def quantization_summary(table: dict, gptq: dict, sw: dict, bound_rows: Sequence
 
 def gptq_mode(gptq: dict) -> str:
     return "symmetric" if " sym " in gptq["scheme"] else "zeropoint"
-
-
-def load_average() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except (AttributeError, OSError):
-        return "load average not available"
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"

@@ -39,7 +39,7 @@ from lionsnb.lipslev.model import LipsLevCNN, build_model, load_official_checkpo
 from lionsnb.lipslev.text import Alphabet, apply_edit, levenshtein, neighbour_count, neighbour_edits, runs
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (figure is re-exported for the notebook)
-from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.widgets import explore, is_headless, show_html  # noqa: F401  (explore is re-exported for the notebook)
 
 #: the synthetic stand-in model (method note Sec. 5 teaching scale, shrunk for smoke runs)
 FALLBACK = dict(n_train=5000, min_len=8, max_len=16, embed_dim=32, hidden=64, kernel_size=5, epochs=3,
@@ -623,7 +623,7 @@ def sentence_editor(model: LipsLevCNN, text: str, label_: int, *, classes: Seque
     live = (not is_headless()) if interactive is None else interactive
     if not live:
         record = edit_record(m64, text, label_, example_edit(text, m64.alphabet), radius, classes)
-        _display_html(f"<div><b>original:</b> {html.escape(text[:400])}</div>" + edit_html(record))
+        show_html(f"<div><b>original:</b> {html.escape(text[:400])}</div>" + edit_html(record))
         print("(static example edit; in JupyterLab a text box appears here)")
         return record
     import ipywidgets as w
@@ -639,21 +639,6 @@ def sentence_editor(model: LipsLevCNN, text: str, label_: int, *, classes: Seque
                                "outside the box)"), box, panel])
     _display_obj(container)
     return container
-
-
-def _display_html(text: str) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            display(HTML(text))
-            return
-    except ImportError:
-        pass
-    import re
-
-    print(re.sub(r"<[^>]+>", " ", text))
 
 
 def _display_obj(obj) -> None:

@@ -40,7 +40,7 @@ from lionsnb.prompting.grading import (DEFAULT_POINTS, GRADE_LABELS, LETTERS, ch
 from lionsnb.prompting.strategies import (LABEL_STYLE, STRATEGIES, build_messages, closing_phrase, demonstrations,
                                           format_options, language_code, question_kind, strategy_plan)
 from lionsnb.prompting.study import DEMO_COUNTS, run_study
-from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.widgets import explore, is_headless, show_html  # noqa: F401  (explore is re-exported for the notebook)
 
 Messages = list[dict[str, str]]
 
@@ -202,20 +202,6 @@ def strategy_html(bank: Bank, question_id: str, strategy: str, course: Course | 
     title = (f"{strategy} on {q.question_id} ({q.kind}, {course.course_language}); options labelled "
              f"'{LABEL_STYLE[strategy]}'")
     return calls_html(calls, title)
-
-
-def show_html(text: str) -> None:
-    """Display HTML in a notebook (also in headless runs, whose outputs keep it); print its text elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            display(HTML(text))
-            return
-    except ImportError:
-        pass
-    print(re.sub(r"<[^>]+>", " ", html.unescape(text)))
 
 
 def roles(messages: Messages) -> list[str]:
