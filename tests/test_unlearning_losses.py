@@ -101,7 +101,8 @@ def test_npo_both_algebraic_forms_and_row_mean():
         torch.testing.assert_close(got, form2, rtol=1e-10, atol=1e-12)
     # the row without target contributes (2/beta) log 2 to the mean over all B rows
     only = torch.full_like(labels, IGN)
-    torch.testing.assert_close(npo_loss(logits, only, ref, beta=0.1), torch.tensor(20 * math.log(2), dtype=torch.float64))
+    torch.testing.assert_close(npo_loss(logits, only, ref, beta=0.1),
+                               torch.tensor(20 * math.log(2), dtype=torch.float64))
 
 
 def test_npo_uses_summed_not_mean_nll_and_is_stable():

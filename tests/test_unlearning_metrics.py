@@ -8,10 +8,25 @@ import pytest
 import torch
 from scipy.stats import hmean, ks_2samp
 
-from lionsnb.unlearning import (forget_quality, mia_auc, min_k_score, model_utility, ngdiff_direction, privleak,
-                                probability, rouge_l_f1, rouge_l_recall, truth_ratio)
-from lionsnb.unlearning.geometry import (cone_products, first_order_changes, graddiff_leaves_cone, plane_directions,
-                                         unit_vector)
+from lionsnb.unlearning import (
+    forget_quality,
+    mia_auc,
+    min_k_score,
+    model_utility,
+    ngdiff_direction,
+    privleak,
+    probability,
+    rouge_l_f1,
+    rouge_l_recall,
+    truth_ratio,
+)
+from lionsnb.unlearning.geometry import (
+    cone_products,
+    first_order_changes,
+    graddiff_leaves_cone,
+    plane_directions,
+    unit_vector,
+)
 
 # --------------------------------------------------------------------------------------------- NGDiff direction
 

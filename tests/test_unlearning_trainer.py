@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lionsnb.unlearning import UnlearningTrainer, UnlearnConfig, build_pipeline, lm_loss, make_benchmark, unlearn
+from lionsnb.unlearning import UnlearnConfig, UnlearningTrainer, build_pipeline, lm_loss, make_benchmark, unlearn
 from lionsnb.unlearning.data import ATTRIBUTES, TEMPLATES, load_tofu
 from lionsnb.unlearning.losses import IGNORE_INDEX
 from lionsnb.unlearning.models import TopLayersLM, greedy_generate
@@ -243,3 +243,35 @@ def test_evaluation_numbers_have_the_tofu_structure(pipe):
     assert len([k for k in nums if not k.startswith("forget") and k != "Model Utility"]) == 9
     assert 0 <= nums["Model Utility"] <= 1 and res["truth_ratios"].shape == (len(pipe.forget_items),)
     assert all(0 <= v <= 1 for v in res["per_set"]["retain"]["rouge"])
+
+
+class _Parrot(torch.nn.Module):
+    """A stand-in model whose greedy continuation is always the same token ids (then EOS)."""
+
+    def __init__(self, continuation):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.continuation = list(continuation)
+
+    def generate(self, input_ids, max_new_tokens, eos_token_id, **_):
+        tail = (self.continuation + [eos_token_id] * max_new_tokens)[:max_new_tokens]
+        return torch.cat([input_ids, torch.tensor([tail] * input_ids.shape[0])], dim=1)
+
+
+def test_muse_knowmem_and_verbmem_follow_their_definitions(pipe):
+    from lionsnb.unlearning import knowmem, rouge_l_f1, verbmem
+
+    tok = pipe.tokenizer
+    item = pipe.forget_items[0]
+    said = tok(" " + item.answer + " Question : who ?", add_special_tokens=False)["input_ids"]
+    parrot = _Parrot(said)
+    got = knowmem(parrot, tok, [item.question], [item.answer], icl=[("Who?", "Nobody.")], max_new_tokens=40)
+    spoken = tok.decode(tok(" " + item.answer, add_special_tokens=False)["input_ids"])
+    assert got == pytest.approx(100 * rouge_l_f1(item.answer, spoken))  # cut before the next "Question"
+    assert got > 50
+    text = f"Question: {item.question}\nAnswer: {item.answer}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    parrot = _Parrot(ids[4:10])
+    assert verbmem(parrot, tok, [text], prefix_tokens=4, max_new_tokens=6) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="prefix_tokens"):
+        verbmem(parrot, tok, ["short"], prefix_tokens=4)

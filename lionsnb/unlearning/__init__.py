@@ -18,11 +18,20 @@ from __future__ import annotations
 
 from lionsnb.unlearning.autolr import AutoLR, gen_closed_form, gen_fit, gen_lr_update, lr_parabola
 from lionsnb.unlearning.data import Benchmark, QAItem, load_tofu, make_benchmark
-from lionsnb.unlearning.evaluation import evaluate_model, tofu_numbers
+from lionsnb.unlearning.evaluation import evaluate_model, knowmem, membership_auc, tofu_numbers, verbmem
 from lionsnb.unlearning.geometry import cone_products, ngdiff_direction
 from lionsnb.unlearning.losses import METHODS, kl_retain, lm_loss, method_loss, npo_loss, npo_muse_logits, sequence_nll
-from lionsnb.unlearning.metrics import (forget_quality, mia_auc, min_k_score, model_utility, privleak, probability,
-                                        rouge_l_f1, rouge_l_recall, truth_ratio)
+from lionsnb.unlearning.metrics import (
+                                        forget_quality,
+                                        mia_auc,
+                                        min_k_score,
+                                        model_utility,
+                                        privleak,
+                                        probability,
+                                        rouge_l_f1,
+                                        rouge_l_recall,
+                                        truth_ratio,
+)
 from lionsnb.unlearning.models import TopLayersLM, tiny_gpt
 from lionsnb.unlearning.pipeline import Pipeline, build_pipeline
 from lionsnb.unlearning.trainer import UnlearnConfig, UnlearningTrainer, UnlearnResult, unlearn
@@ -34,7 +43,7 @@ __all__ = [
     "ngdiff_direction", "cone_products",
     # TOFU / MUSE metrics (spec §4, method note §6-7)
     "truth_ratio", "probability", "forget_quality", "model_utility", "rouge_l_recall", "rouge_l_f1", "min_k_score",
-    "mia_auc", "privleak",
+    "mia_auc", "privleak", "knowmem", "verbmem", "membership_auc",
     # GeN automatic learning rate (method note §3)
     "lr_parabola", "gen_closed_form", "gen_fit", "gen_lr_update", "AutoLR",
     # trainer

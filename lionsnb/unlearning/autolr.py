@@ -1,6 +1,6 @@
 """The automatic learning rate of NGDiff: GeN's parabola fit along the update direction (method note §3).
 
-GeN (Bu & Xu, "Gradient descent with generalized Newton's method", ICLR 2025; ``gen-optim`` 0.1.1, ``GeN/GeN.py``
+GeN (Bu & Xu, "Gradient descent with generalized Newton's method", ICLR; ``gen-optim`` 0.1.1, ``GeN/GeN.py``
 ``lr_parabola``) fits L(theta - x u) - L(theta) ~ 1/2 A x^2 - B x (A = u'Hu, B = G'u) from the losses at
 x = r * lr for the ratios r of ``lr_factor`` (default -1, 0, 1), where lr * u is the step the base optimiser would take.
 The optimum is x* = B / A. With the default three points the fit interpolates, and in closed form, with
@@ -20,8 +20,8 @@ arithmetic, and leaves the parameters exactly at w_t; the caller then steps with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,12 +49,18 @@ class ParabolaFit:
 
 
 def gen_closed_form(lr: float, y_plus: float, y_minus: float) -> ParabolaFit:
-    """The exact 3-point fit (ratios -1, 0, 1): y+ = L(w - lr u) - L(w) (after the real step), y- = L(w + lr u) - L(w)."""
+    """The exact 3-point fit (ratios -1, 0, 1): y+ = L(w - lr u) - L(w) (after the real step),
+    y- = L(w + lr u) - L(w)."""
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     A = (y_plus + y_minus) / lr ** 2
     B = (y_minus - y_plus) / (2 * lr)
     return ParabolaFit(A=A, B=B, r2=1.0)
+
+
+def gen_optimum(lr: float, y_plus: float, y_minus: float) -> float:
+    """x* = B / A of the 3-point fit: lr (y- - y+) / (2 (y+ + y-)) (inf when the parabola is flat)."""
+    return gen_closed_form(lr, y_plus, y_minus).x_opt
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:

@@ -13,8 +13,8 @@ sets are the last authors, nested as in TOFU (:meth:`Benchmark.split`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

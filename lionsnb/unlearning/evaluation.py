@@ -8,8 +8,8 @@ retain / real-author / world-fact numbers) and the forget set's per-item truth r
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,8 +17,16 @@ from torch import nn
 
 from lionsnb.unlearning.data import Benchmark, QAItem, eval_subset
 from lionsnb.unlearning.finetune import per_token_losses
-from lionsnb.unlearning.metrics import (forget_quality, ks_statistic, min_k_score, mia_auc, model_utility, probability,
-                                        rouge_l_recall, truth_ratio)
+from lionsnb.unlearning.metrics import (
+    forget_quality,
+    ks_statistic,
+    mia_auc,
+    min_k_score,
+    model_utility,
+    probability,
+    rouge_l_recall,
+    truth_ratio,
+)
 from lionsnb.unlearning.models import greedy_generate, output_ids
 from lionsnb.unlearning.text import Encoded, encode_pairs, encode_prompts
 
@@ -159,3 +167,52 @@ def min_k_scores(model: nn.Module, enc: Encoded, k: float = 0.4) -> np.ndarray:
 def membership_auc(model: nn.Module, forget: Encoded, holdout: Encoded, k: float = 0.4) -> float:
     """AUC of the Min-K% membership test, forget (members, label 0) against hold-out authors (label 1)."""
     return mia_auc(min_k_scores(model, forget, k), min_k_scores(model, holdout, k))
+
+
+# --------------------------------------------------------------------------- MUSE's VerbMem and KnowMem
+
+
+def _cut_answer(text: str) -> str:
+    """MUSE's KnowMem post-processing: keep the generation up to the first "\\n\\n", "\\nQuestion" or "Question:"."""
+    for stop in ("\n\n", "\nQuestion", "Question:", "Question :"):
+        i = text.find(stop)
+        if i >= 0:
+            text = text[:i]
+    return text.strip()
+
+
+@torch.no_grad()
+def knowmem(model: nn.Module, tokenizer, questions: Sequence[str], answers: Sequence[str],
+            icl: Sequence[tuple[str, str]] = (), max_new_tokens: int = 32) -> float:
+    """MUSE's KnowMem: a few-shot prompt of "Question: q\\nAnswer: a\\n\\n" blocks (``icl``) followed by
+    "Question: q\\nAnswer:", greedy generation of ``max_new_tokens``, cut at the next question, scored by ROUGE-L F1
+    (no stemmer) against the answer; the mean x 100."""
+    from lionsnb.unlearning.metrics import rouge_l_f1
+
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in icl)
+    prompts = [list(tokenizer(shots + f"Question: {q}\nAnswer:", add_special_tokens=False)["input_ids"])
+               for q in questions]
+    new = greedy_generate(model, prompts, max_new_tokens, tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    preds = [_cut_answer(tokenizer.decode(ids, skip_special_tokens=True)) for ids in new]
+    return float(np.mean(rouge_l_f1(list(answers), preds)) * 100)
+
+
+@torch.no_grad()
+def verbmem(model: nn.Module, tokenizer, texts: Sequence[str], prefix_tokens: int = 32,
+            max_new_tokens: int = 128) -> float:
+    """MUSE's VerbMem: the first ``prefix_tokens`` tokens of each text as the prompt, greedy generation of
+    ``max_new_tokens``, ROUGE-L F1 (no stemmer) against the true continuation of the same length; the mean x 100."""
+    from lionsnb.unlearning.metrics import rouge_l_f1
+
+    prompts, refs = [], []
+    for text in texts:
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) <= prefix_tokens:
+            raise ValueError(f"a text has {len(ids)} tokens, not more than prefix_tokens = {prefix_tokens}")
+        prompts.append(ids[:prefix_tokens])
+        refs.append(tokenizer.decode(ids[prefix_tokens:prefix_tokens + max_new_tokens], skip_special_tokens=True))
+    new = greedy_generate(model, prompts, max_new_tokens, tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    preds = [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
+    return float(np.mean(rouge_l_f1(refs, preds)) * 100)

@@ -6,7 +6,7 @@ the retain authors only (the **retain model**, the oracle of Forget Quality); th
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

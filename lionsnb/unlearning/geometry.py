@@ -11,7 +11,7 @@ to first order a step never raises the retain loss and never lowers the forget l
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ def unit_vector(g: torch.Tensor) -> torch.Tensor:
 def _flat(g: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if isinstance(g, torch.Tensor):
         if g.dim() != 1:
-            raise ValueError(f"pass a flat 1-D gradient (or a list of per-parameter tensors), got shape {tuple(g.shape)}")
+            raise ValueError("pass a flat 1-D gradient (or a list of per-parameter tensors), got shape "
+                             f"{tuple(g.shape)}")
         return g
     parts = [t.reshape(-1) for t in g]
     if not parts:
@@ -129,3 +130,31 @@ def assign_flat_grad(params: Sequence[torch.nn.Parameter], flat: torch.Tensor) -
         offset += n
     if offset != flat.numel():
         raise ValueError(f"flat vector has {flat.numel()} entries, the parameters {offset}")
+
+
+def ngdiff_weights(g_retain: torch.Tensor, g_forget: torch.Tensor) -> tuple[float, float]:
+    """NGDiff's dynamic scalarisation weights (c_R, c_F) = (1/||g_R||, 1/||g_F||), with 0 for a zero gradient."""
+    nr, nf = float(g_retain.double().norm()), float(g_forget.double().norm())
+    return (1.0 / nr if nr > 0 else 0.0), (1.0 / nf if nf > 0 else 0.0)
+
+
+def max_forget_weight(cos: float, ratio: float) -> float:
+    """The largest c_F for which g_R - c_F g_F does not raise the retain loss to first order:
+    <g_R - c g_F, g_R> >= 0  <=>  c ||g_F|| cos <= ||g_R||, i.e. c <= 1 / (ratio cos) when cos > 0 (else any c)."""
+    if cos <= 0 or ratio == 0:
+        return math.inf
+    return 1.0 / (ratio * cos)
+
+
+def plane_sweep(angles: Sequence[float], ratios: Sequence[float]) -> dict[str, np.ndarray]:
+    """First-order change of the retain loss for the steps of GA, GradDiff and NGDiff over a grid of (angle, ratio):
+    arrays ``[len(angles), len(ratios)]`` (positive = the retain loss rises)."""
+    out = {name: np.zeros((len(angles), len(ratios))) for name in ("GA", "GradDiff", "NGDiff")}
+    forget = {name: np.zeros((len(angles), len(ratios))) for name in ("GA", "GradDiff", "NGDiff")}
+    for i, a in enumerate(angles):
+        for j, r in enumerate(ratios):
+            for name, (d_r, d_f) in first_order_changes(a, r).items():
+                out[name][i, j] = d_r
+                forget[name][i, j] = d_f
+    return {"angles": np.asarray(angles, float), "ratios": np.asarray(ratios, float), **out,
+            **{f"{k}_forget": v for k, v in forget.items()}}

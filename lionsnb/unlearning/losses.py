@@ -7,7 +7,7 @@ float32 cast, unlike ``model(...).loss``) and is differentiable with respect to 
 
 * :func:`sequence_nll`: summed NLL per row, S(x) (TOFU ``get_batch_loss``).
 * :func:`lm_loss`: HF ``outputs.loss``, the token-weighted mean NLL over every target of the batch.
-* :func:`npo_loss`: NPO (Zhang et al. 2024, Eq. 3) with the summed NLL, ``-(2/beta) mean log sigmoid(beta (S - S_ref))``.
+* :func:`npo_loss`: NPO (Zhang et al. 2024) with the summed NLL, ``-(2/beta) mean log sigmoid(beta (S - S_ref))``.
 * :func:`kl_retain`: KL(p_ref || p_theta) over all B*T positions (TOFU's ``'batchmean'``, no mask).
 * :func:`npo_muse_logits`: MUSE's variant (difference of raw logits), offered only for parity, under its own name.
 
@@ -15,7 +15,7 @@ The baselines are sums of these with coefficients 1 (:data:`METHOD_LOSSES`, :fun
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +91,8 @@ def kl_retain(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     on the ``[B*T, V]`` views).
     """
     if logits.shape != ref_logits.shape or logits.dim() != 3:
-        raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} must both be [B, T, V]")
+        raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} must both be "
+                         "[B, T, V]")
     logp = torch.log_softmax(logits, dim=-1)
     logq = torch.log_softmax(ref_logits.detach(), dim=-1)
     rows = logits.shape[0] * logits.shape[1]

@@ -14,8 +14,8 @@ answers). Everything is computed in float64 NumPy, in the same order of operatio
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -13,19 +13,21 @@ benchmark's token ids (a smaller softmax: the loss is then the NLL within that v
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 
 def tiny_gpt(vocab_size: int, n_layer: int = 2, n_head: int = 2, n_embd: int = 64, n_positions: int = 48,
-             seed: int = 0, pad_token_id: int = 0, eos_token_id: int = 2):
+             seed: int = 0, eos_token_id: int = 2):
     """A GPT-2 (``GPT2LMHeadModel``) of about 0.15M parameters at the defaults, dropout off, seeded init."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    # no pad_token_id in the config: every call passes an attention mask (and generate gets the pad id explicitly)
     cfg = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=pad_token_id,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=None,
                      bos_token_id=eos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(cfg)

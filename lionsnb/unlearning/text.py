@@ -10,8 +10,8 @@ right-padded.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -57,14 +57,14 @@ class Encoded:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def rows(self, index) -> "Encoded":
+    def rows(self, index) -> Encoded:
         """A sub-batch (rows ``index``), trimmed to its longest row."""
         index = torch.as_tensor(index, dtype=torch.long)
         width = int(self.lengths[index].max()) if len(index) else 1
         return Encoded(self.input_ids[index, :width], self.attention_mask[index, :width], self.labels[index, :width],
                        self.n_labels[index], self.lengths[index])
 
-    def to(self, device) -> "Encoded":
+    def to(self, device) -> Encoded:
         return Encoded(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.n_labels,
                                                 self.lengths)))
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,10 +81,8 @@ class _Batches:
 
 
 def _default_progress():
-    try:
-        from lionsnb.progress import progress  # the suite's progress bars (plumbing)
-    except ImportError:  # pragma: no cover - older plumbing
-        return None
+    from lionsnb.progress import progress  # the suite's progress bars (one summary line in headless runs)
+
     return progress
 
 
@@ -234,7 +233,8 @@ class UnlearningTrainer:
         self._evaluate(0, evals)
         steps = range(cfg.steps)
         if self.progress is not None:
-            steps = self.progress(steps, desc=f"{cfg.method}{' + AutoLR' if cfg.auto_lr else ''}", total=cfg.steps)
+            steps = self.progress(steps, desc=f"{cfg.method}{' + AutoLR' if cfg.auto_lr else ''}", total=cfg.steps,
+                                  unit="step")
         for step in steps:
             fb, rb = self.forget_batches.next(), self.retain_batches.next()
             d, log = self.direction(fb, rb)
