@@ -63,8 +63,8 @@ MODEL_ANSWERS = {
        "(S - S_ref grows) the weight decays exponentially, so a forgotten sequence stops pushing. The loss is bounded "
        "below by 0, while GA's -NLL is unbounded below and its gradient never fades (the cross-entropy gradient "
        "p - onehot has norm up to sqrt 2 however unlikely the answer already is). This is why GA keeps destroying "
-       "the model after the forget answers are gone and NPO slows down: the curves above show NPO's forget loss "
-       "levelling off.",
+       "the model after the forget answers are gone and NPO slows down: in the curves NPO's forget loss falls "
+       "behind GA's after the first steps (with more steps or a smaller lr it levels off).",
     3: "kl_retain averages over all B x T positions of the retain batch, including the question tokens and the "
        "padding (TOFU's 'batchmean' over the flattened [B*T, V] logits, no mask). Two consequences: (1) the KL term "
        "also pins the model's predictions on the questions and the padding, which the NLL of GradDiff ignores, so KL "
@@ -180,12 +180,18 @@ def curve_metrics(runs: dict, target: dict, lr: float, lrs) -> dict:
     ng = [r for (mth, _), r in runs.items() if mth == "NGDiff"]
     out["ngdiff_cone_violations"] = sum(int(np.sum((np.asarray(r["logs"]["rel_retain"]) < -1e-6)
                                                    | (np.asarray(r["logs"]["rel_forget"]) > 1e-6))) for r in ng)
+    if "ngdiff_retain_ratio" in out and "ga_retain_ratio" in out:
+        out["ngdiff_over_ga_retain"] = out["ngdiff_retain_ratio"] / out["ga_retain_ratio"]
+    if "ngdiff_retain_ratio" in out and "graddiff_retain_ratio" in out:
+        out["ngdiff_over_graddiff_retain"] = out["ngdiff_retain_ratio"] / out["graddiff_retain_ratio"]
     big = max(lrs)
     gd = runs.get(("GradDiff", big))
     if gd is not None:
         out["graddiff_large_lr_out_of_cone_share"] = float(np.mean(np.asarray(gd["logs"]["rel_retain"]) < -1e-6))
         out["graddiff_large_lr_retain_ratio"] = gd["after"]["retain"] / target["retain"]
         out["ngdiff_large_lr_retain_ratio"] = runs[("NGDiff", big)]["after"]["retain"] / target["retain"]
+        small = min(lrs)
+        out["graddiff_small_lr_retain_ratio"] = runs[("GradDiff", small)]["after"]["retain"] / target["retain"]
     return out
 
 

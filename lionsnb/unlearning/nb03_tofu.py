@@ -32,9 +32,9 @@ SPEC = MethodSpec(
     profiles={
         # pipeline: benchmark and model (the tiny GPT on CPU; a pre-trained model in full); steps / eval_every:
         # unlearning steps and evaluation period; batch: forget and retain batch size
-        "smoke": dict(pipeline=dict(_TINY, n_authors=10, facts_per_author=5, forget_pct=10, n_eval=10,
-                                    base_epochs=25, ft_epochs=25, max_new_tokens=10),
-                      methods=("GA", "GradDiff", "NPO", "NGDiff", "NGDiff+AutoLR"), steps=12, eval_every=6, batch=5,
+        "smoke": dict(pipeline=dict(_TINY, n_authors=10, facts_per_author=4, forget_pct=10, n_eval=6,
+                                    base_epochs=15, ft_epochs=15, max_new_tokens=8),
+                      methods=("GA", "GradDiff", "NPO", "NGDiff", "NGDiff+AutoLR"), steps=8, eval_every=4, batch=4,
                       lazy_freq=4),
         "teach": dict(pipeline=dict(_TINY, n_authors=20, facts_per_author=10, forget_pct=10, n_eval=40,
                                     base_epochs=60, ft_epochs=40, max_new_tokens=16),

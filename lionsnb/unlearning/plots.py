@@ -91,9 +91,12 @@ def draw_gradient_scatter(fig, *, pairs: Mapping[str, Mapping[str, Any]]) -> Non
     ax = fig.subplots()
     for name, p in pairs.items():
         ax.scatter(np.asarray(p["cos"]), np.asarray(p["norm_ratio"]), s=16, label=name, alpha=0.8)
-    c = np.linspace(0.02, 1, 100)
+    ratios = np.concatenate([np.asarray(p["norm_ratio"], dtype=float) for p in pairs.values()])
+    lo, hi = ratios.min() / 1.5, max(ratios.max() * 1.5, 3.0)
+    c = np.linspace(1 / hi, 1, 100)
     ax.plot(c, 1 / c, "k--", lw=1, label="GradDiff boundary: ratio x cos = 1")
     ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
     ax.set_xlim(-1, 1)
     label(ax, "cos(g_R, g_F)", "||g_F|| / ||g_R||", "real gradients of the tiny GPT, one point per batch pair")
     ax.legend(fontsize=7)
