@@ -33,7 +33,7 @@ SPEC = MethodSpec(
         # pipeline: benchmark and model (the tiny GPT on CPU; a pre-trained model in full); steps / eval_every:
         # unlearning steps and evaluation period; batch: forget and retain batch size
         "smoke": dict(pipeline=dict(_TINY, n_authors=10, facts_per_author=4, forget_pct=10, n_eval=6,
-                                    base_epochs=15, ft_epochs=15, max_new_tokens=8),
+                                    base_epochs=10, ft_epochs=12, max_new_tokens=8),
                       methods=("GA", "GradDiff", "NPO", "NGDiff", "NGDiff+AutoLR"), steps=8, eval_every=4, batch=4,
                       lazy_freq=4),
         "teach": dict(pipeline=dict(_TINY, n_authors=20, facts_per_author=10, forget_pct=10, n_eval=40,
