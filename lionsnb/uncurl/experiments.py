@@ -1,0 +1,218 @@
+"""Experiment runners shared by the UNCURL notebooks: pre-training, pruning sweeps, the threshold factor, latency.
+
+Every runner is a pure function of its arguments (seeded), so the notebooks cache its result with
+``ctx.cached(name, fn, **kwargs)`` and share pre-trained models between notebooks.
+"""
+from __future__ import annotations
+
+import statistics as stats_
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+
+import torch
+
+from lionsnb.uncurl import data as D
+from lionsnb.uncurl.model import (
+    MoEConfig,
+    TinyMoE,
+    TrainResult,
+    count_parameters,
+    evaluate,
+    parameter_bytes,
+    router_statistics,
+    train_moe,
+)
+from lionsnb.uncurl.prune import prune_moe
+
+#: (method, router) pairs a sweep evaluates; frequency-drop has no router choice.
+SWEEP_VARIANTS = (("uncurl", "slot"), ("uncurl", "logsumexp"), ("uncurl", "mean"),
+                  ("random", "slot"), ("random", "logsumexp"), ("random", "mean"), ("frequency", "drop"))
+
+
+def factors_for(n_experts: int) -> list[int]:
+    """The pruning factors r = 1, 2, 4, ... up to E (one expert per layer)."""
+    out, r = [], 1
+    while r <= n_experts:
+        if n_experts % r == 0:
+            out.append(r)
+        r *= 2
+    return out
+
+
+def pretrain(n_experts: int, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 3e-3,
+             seed: int = 0, d_model: int = 64, expert_hidden: int = 64, n_layers: int = 2, n_heads: int = 4,
+             top_k: int = 2, progress: bool = True) -> TrainResult:
+    """Train the tiny MoE decoder with ``n_experts`` experts per layer on the task mixture (see ``train_moe``).
+
+    Also the from-scratch baseline: a small SMoE with E/r experts gets exactly the same budget (steps, batch,
+    learning rate, data) as the large one.
+    """
+    cfg = MoEConfig(n_experts=n_experts, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
+                    expert_hidden=expert_hidden, top_k=top_k)
+    return train_moe(cfg, tuple(tasks), steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                     desc=f"train E={n_experts}")
+
+
+def eval_batch(tasks: tuple[str, ...], n_per_task: int, seed: int = 10_000) -> D.Batch:
+    """The held-out evaluation examples (a seed far from the training seeds)."""
+    return D.make_batch(tuple(tasks), n_per_task=n_per_task, seed=seed)
+
+
+def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[int], n_eval: int,
+                n_calib: int, seed: int = 0, variants: Iterable[tuple[str, str]] = SWEEP_VARIANTS,
+                align: str = "first", progress: bool = True) -> list[dict]:
+    """Task-aware pruning of one pre-trained model: for every target task, factor r and (method, router), prune
+    with that task's calibration data and evaluate on that task.
+
+    Returns one record per run: task, r, method, router, experts per layer after pruning, expert parameters,
+    exact-match accuracy and answer NLL.
+    """
+    model = trained.model()
+    ev = eval_batch(tasks, n_eval)
+    records = []
+    variants = list(variants)
+    jobs = [(t, r) for t in tasks for r in factors]
+    iterator = jobs
+    if progress:
+        try:
+            from lionsnb.progress import progress as bar
+            iterator = bar(jobs, desc=f"prune sweep E={model.cfg.n_experts}")
+        except ImportError:
+            pass
+    stats_cache: dict[str, list] = {}
+    for task, r in iterator:
+        if task not in stats_cache:
+            calib = D.calibration_batches(task, n_calib, seed=seed + 77, tasks=tuple(tasks))
+            stats_cache[task] = router_statistics(model, calib)
+        sub = ev.subset(task)
+        for method, router in variants:
+            pruned = prune_moe(model, r, [], method=method, router="slot" if router == "drop" else router,
+                               align=align, seed=seed, statistics=stats_cache[task])
+            res = evaluate(pruned, sub)[task]
+            records.append({"E": model.cfg.n_experts, "task": task, "r": r, "method": method, "router": router,
+                            "experts": model.cfg.n_experts // r,
+                            "expert_params": count_parameters(pruned, experts_only=True),
+                            "acc": res["acc"], "nll": res["nll"]})
+    return records
+
+
+def threshold_factor(acc_by_r: dict[int, float], delta: float) -> int:
+    """r* = the largest r such that every r' <= r keeps ``acc(r') >= (1 - delta) acc(1)`` (accuracy flat so far)."""
+    if 1 not in acc_by_r:
+        raise ValueError("acc_by_r needs the unpruned accuracy acc(1)")
+    base = acc_by_r[1]
+    best = 1
+    for r in sorted(acc_by_r):
+        if acc_by_r[r] >= (1 - delta) * base:
+            best = r
+        else:
+            break
+    return best
+
+
+def select(records: list[dict], **where) -> list[dict]:
+    """The records whose fields equal ``where``."""
+    return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+
+
+def curve(records: list[dict], metric: str = "acc", **where) -> dict[int, float]:
+    """``{r: metric}`` of the records matching ``where`` (one record per r expected)."""
+    return {r["r"]: r[metric] for r in select(records, **where)}
+
+
+def mean_over_tasks(records: list[dict], r: int, metric: str = "acc", **where) -> float:
+    vals = [x[metric] for x in select(records, r=r, **where)]
+    if not vals:
+        raise ValueError(f"no records with r={r} and {where}")
+    return sum(vals) / len(vals)
+
+
+@torch.no_grad()
+def forward_latency(models: dict[str, torch.nn.Module], tokens: torch.Tensor, repeats: int = 20,
+                    warmup: int = 3, layer_only: bool = False) -> dict[str, float]:
+    """Median forward time (seconds) of each model on ``tokens``, measured interleaved in one run.
+
+    ``layer_only``: time only the first MoE layer on the hidden states it sees, which isolates what pruning changes.
+    Interleaving the models in every repeat makes the ratios robust to load changes on a shared machine.
+    """
+    inputs: dict[str, torch.Tensor] = {}
+    calls = {}
+    for name, m in models.items():
+        m.eval()
+        if layer_only:
+            layer = m.moe_layers[0]
+            x = torch.randn(tokens.numel(), m.cfg.d_model, generator=torch.Generator().manual_seed(0))
+            inputs[name] = x
+            calls[name] = (lambda layer=layer, x=x: layer(x))
+        else:
+            calls[name] = (lambda m=m: m(tokens))
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: stats_.median(v) for k, v in times.items()}
+
+
+def what_pruning_buys(trained: TrainResult, task: str, factor: int, n_calib: int = 128, batch: int = 256,
+                      repeats: int = 20, seed: int = 0) -> list[dict]:
+    """Parameters, parameter memory and measured forward latency of the unpruned model and its r-pruned versions
+    (slot binding, logsumexp and mean-row routers, frequency-drop), whole model and the MoE layer alone."""
+    model = trained.model()
+    calib = D.calibration_batches(task, n_calib, seed=seed + 77)
+    st = router_statistics(model, calib)
+    variants = {"unpruned": model}
+    for name, method, router in (("slot binding", "uncurl", "slot"), ("logsumexp", "uncurl", "logsumexp"),
+                                 ("mean-row", "uncurl", "mean"), ("frequency-drop", "frequency", "slot")):
+        variants[name] = prune_moe(model, factor, [], method=method, router=router, statistics=st, seed=seed)
+    tokens = eval_batch((task,), batch).inputs
+    whole = forward_latency(variants, tokens, repeats=repeats)
+    layer = forward_latency(variants, tokens, repeats=repeats, layer_only=True)
+    out = []
+    for name, m in variants.items():
+        out.append({"model": name, "experts per layer": len(m.moe_layers[0].unique_experts()),
+                    "router outputs": m.moe_layers[0].router.out_features,
+                    "expert calls per layer": len(m.moe_layers[0].experts),
+                    "parameters": count_parameters(m), "expert parameters": count_parameters(m, experts_only=True),
+                    "memory_kib": parameter_bytes(m) / 1024, "latency_ms": 1000 * whole[name],
+                    "layer_latency_ms": 1000 * layer[name]})
+    return out
+
+
+def config_dict(cfg: MoEConfig) -> dict:
+    return asdict(cfg)
+
+
+def load(trained: TrainResult) -> TinyMoE:
+    return trained.model()
+
+
+def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+             tasks: tuple[str, ...] | None = None) -> TinyMoE:
+    """A short task fine-tune of a (pruned) model on fresh examples of ``task`` (AdamW, constant lr); a copy.
+
+    The load-balancing loss is kept (coefficient from the model's config).  Bound slots share one module, so
+    slot-bound experts receive the gradients of all their slots.
+    """
+    import copy
+
+    from lionsnb.uncurl.model import masked_loss
+
+    model = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    model.train()
+    for step in range(steps):
+        batch = D.make_batch((task,), n=batch_size, seed=seed * 1_000_003 + 500_000 + step)
+        logits = model(batch.inputs)
+        loss = masked_loss(logits, batch) + model.cfg.aux_coef * model.aux_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return model.eval()
