@@ -108,3 +108,16 @@ def test_mean_router_mixtral_saves_and_reloads_as_a_plain_checkpoint(model, cali
     assert again.config.num_local_experts == 2
     with torch.no_grad():
         assert torch.allclose(again(input_ids=ids).logits, pruned(input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_the_same_adapter_prunes_an_olmoe(router):
+    olmoe = mixtral.tiny_olmoe(n_experts=4, seed=1)
+    ids = torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        base = olmoe(input_ids=ids).logits
+        same = prune_moe(olmoe, 1, [ids], method="uncurl", router=router, eps=0.0)(input_ids=ids).logits
+    assert torch.equal(same, base)
+    pruned = prune_moe(olmoe, 2, [ids], method="uncurl", router=router)
+    assert type(mixtral.moe_blocks(pruned)[0].gate).__name__.endswith("OlmoeTopKRouter")
+    assert pruned.generate(ids[:1], max_new_tokens=4, do_sample=False, pad_token_id=0).shape == (1, 14)

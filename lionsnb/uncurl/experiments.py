@@ -54,6 +54,26 @@ def pretrain(n_experts: int, tasks: tuple[str, ...], steps: int, batch_size: int
                      desc=f"train E={n_experts}")
 
 
+def task_finetune(trained: TrainResult, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 1e-3,
+                  seed: int = 0, progress: bool = True) -> dict[str, dict]:
+    """The task-fine-tuned models UNCURL prunes: the pre-trained model fine-tuned on each task alone
+    (``steps`` AdamW steps, load-balancing loss kept).  Returns ``{task: state_dict}``; ``steps = 0`` returns the
+    pre-trained weights for every task."""
+    model = trained.model()
+    out = {}
+    iterator = tasks
+    if progress and steps:
+        try:
+            from lionsnb.progress import progress as bar
+            iterator = bar(tasks, desc=f"fine-tune E={model.cfg.n_experts}")
+        except ImportError:
+            pass
+    for i, task in enumerate(iterator):
+        tuned = finetune(model, task, steps, batch_size=batch_size, lr=lr, seed=seed + i) if steps else model
+        out[task] = {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items()}
+    return out
+
+
 def eval_batch(tasks: tuple[str, ...], n_per_task: int, seed: int = 10_000) -> D.Batch:
     """The held-out evaluation examples (a seed far from the training seeds)."""
     return D.make_batch(tuple(tasks), n_per_task=n_per_task, seed=seed)
@@ -61,14 +81,15 @@ def eval_batch(tasks: tuple[str, ...], n_per_task: int, seed: int = 10_000) -> D
 
 def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[int], n_eval: int,
                 n_calib: int, seed: int = 0, variants: Iterable[tuple[str, str]] = SWEEP_VARIANTS,
-                align: str = "first", progress: bool = True) -> list[dict]:
-    """Task-aware pruning of one pre-trained model: for every target task, factor r and (method, router), prune
-    with that task's calibration data and evaluate on that task.
+                align: str = "first", task_states: dict[str, dict] | None = None, progress: bool = True) -> list[dict]:
+    """Task-aware pruning: for every target task, factor r and (method, router), prune the task's model with that
+    task's calibration data and evaluate it on that task.
 
-    Returns one record per run: task, r, method, router, experts per layer after pruning, expert parameters,
-    exact-match accuracy and answer NLL.
+    ``task_states``: the task-fine-tuned weights (:func:`task_finetune`); without them every task prunes the
+    pre-trained model.  Returns one record per run: task, r, method, router, experts per layer after pruning,
+    expert parameters, exact-match accuracy and answer NLL.
     """
-    model = trained.model()
+    base = trained.model()
     ev = eval_batch(tasks, n_eval)
     records = []
     variants = list(variants)
@@ -77,11 +98,18 @@ def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[
     if progress:
         try:
             from lionsnb.progress import progress as bar
-            iterator = bar(jobs, desc=f"prune sweep E={model.cfg.n_experts}")
+            iterator = bar(jobs, desc=f"prune sweep E={base.cfg.n_experts}")
         except ImportError:
             pass
     stats_cache: dict[str, list] = {}
+    models: dict[str, TinyMoE] = {}
     for task, r in iterator:
+        if task not in models:
+            models[task] = base
+            if task_states is not None:
+                models[task] = trained.model()
+                models[task].load_state_dict(task_states[task])
+        model = models[task]
         if task not in stats_cache:
             calib = D.calibration_batches(task, n_calib, seed=seed + 77, tasks=tuple(tasks))
             stats_cache[task] = router_statistics(model, calib)
@@ -192,8 +220,8 @@ def load(trained: TrainResult) -> TinyMoE:
     return trained.model()
 
 
-def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
-             tasks: tuple[str, ...] | None = None) -> TinyMoE:
+def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: float = 1e-3,
+             seed: int = 0) -> TinyMoE:
     """A short task fine-tune of a (pruned) model on fresh examples of ``task`` (AdamW, constant lr); a copy.
 
     The load-balancing loss is kept (coefficient from the model's config).  Bound slots share one module, so

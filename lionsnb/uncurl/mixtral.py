@@ -19,6 +19,10 @@ After pruning:
   (:class:`SlotBoundRouter`, :class:`LogsumexpRouter`, subclasses of ``MixtralTopKRouter``); the model runs and
   generates, but is no longer a standard checkpoint, and its load-balancing loss is not meaningful (the pruning is
   post-training).
+
+Models that share the layout (``mlp.gate`` a top-k router with ``weight`` [E, H], ``mlp.experts`` with fused
+``gate_up_proj`` / ``down_proj``), such as ``OlmoeForCausalLM``, go through the same code; the new routers are
+derived from the model's own router class, so its options (e.g. OLMoE's ``norm_topk_prob = False``) are kept.
 """
 from __future__ import annotations
 
@@ -40,26 +44,41 @@ def _classes():
     return mm
 
 
-def is_mixtral(model: Any) -> bool:
-    """True for a ``MixtralForCausalLM`` / ``MixtralModel`` with the fused expert layout."""
-    try:
-        mm = _classes()
-    except ImportError:
-        return False
-    return isinstance(model, (mm.MixtralForCausalLM, mm.MixtralModel))
+def _base(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "model", None)
+    return inner if inner is not None and hasattr(inner, "layers") else model
 
 
 def moe_blocks(model: nn.Module) -> list[nn.Module]:
-    """The ``MixtralSparseMoeBlock`` of every decoder layer."""
-    mm = _classes()
-    base = model.model if isinstance(model, mm.MixtralForCausalLM) else model
-    blocks = [layer.mlp for layer in base.layers]
-    for b in blocks:
-        experts = getattr(b, "experts", None)
+    """The sparse MoE block of every decoder layer that has one (``mlp.gate`` + fused ``mlp.experts``)."""
+    layers = getattr(_base(model), "layers", None)
+    if layers is None:
+        raise TypeError(f"{type(model).__name__} has no decoder layers (model.model.layers): not a supported MoE")
+    blocks = []
+    for layer in layers:
+        mlp = getattr(layer, "mlp", None)
+        experts = getattr(mlp, "experts", None)
+        if mlp is None or not hasattr(mlp, "gate") or experts is None:
+            continue
         if not hasattr(experts, "gate_up_proj") or not hasattr(experts, "down_proj"):
-            raise TypeError("this Mixtral has no fused expert tensors (gate_up_proj, down_proj): the adapter "
-                            "targets transformers >= 5; upgrade transformers or convert the checkpoint")
+            raise TypeError("this MoE has no fused expert tensors (gate_up_proj, down_proj): the adapter targets "
+                            "the transformers >= 5 layout; upgrade transformers or convert the checkpoint")
+        blocks.append(mlp)
+    if not blocks:
+        raise TypeError(f"{type(model).__name__} has no sparse MoE blocks (mlp.gate and mlp.experts)")
     return blocks
+
+
+def is_mixtral(model: Any) -> bool:
+    """True for a transformers MoE with the Mixtral layout: ``MixtralForCausalLM``, and models that share it
+    (a top-k router ``mlp.gate.weight`` [E, H], fused ``mlp.experts.gate_up_proj`` / ``down_proj``, e.g. OLMoE)."""
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        return False
+    try:
+        moe_blocks(model)
+    except TypeError:
+        return False
+    return True
 
 
 def n_router_outputs(block: nn.Module) -> int:
@@ -71,7 +90,8 @@ def get_experts(block: nn.Module) -> list[dict]:
     ex = block.experts
     if getattr(ex, "is_transposed", False) or not getattr(ex, "is_concatenated", True):
         raise TypeError("unsupported expert layout (transposed or interleaved gate/up)")
-    if ex.gate_up_proj.shape[0] != n_router_outputs(block) or type(block.gate).__name__ != "MixtralTopKRouter":
+    if ex.gate_up_proj.shape[0] != n_router_outputs(block) or hasattr(block.gate, "slot_map") \
+            or hasattr(block.gate, "groups"):
         raise ValueError("this Mixtral block was already pruned: prune the original model instead")
     return get_experts_unchecked(block)
 
@@ -96,60 +116,67 @@ def set_experts(block: nn.Module, experts: list[dict]) -> None:
     ex.num_experts = len(experts)
 
 
-def _router_classes():
-    mm = _classes()
-    if hasattr(_router_classes, "cache"):
-        return _router_classes.cache
-
-    class SlotBoundRouter(mm.MixtralTopKRouter):
-        """Slot binding: softmax and top-k over the E original router rows, then each chosen slot is mapped to
-        its cluster's merged expert (two chosen slots of one cluster apply the merged expert with both weights)."""
-
-        def __init__(self, base: nn.Module, slot_map: torch.Tensor):
-            nn.Module.__init__(self)
-            self.top_k, self.hidden_dim = base.top_k, base.hidden_dim
-            self.num_experts = base.num_experts
-            self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=base.weight.requires_grad)
-            self.register_buffer("slot_map", slot_map.to(base.weight.device), persistent=True)
-
-        def forward(self, hidden_states):
-            logits, scores, indices = super().forward(hidden_states)
-            return logits, scores, self.slot_map[indices]
-
-    class LogsumexpRouter(mm.MixtralTopKRouter):
-        """Collapsed router: the E rows stay, merged expert c gets ``logsumexp`` of its members' logits, then
-        softmax, top-k and renormalisation over the E/r merged experts."""
-
-        def __init__(self, base: nn.Module, groups: torch.Tensor):
-            nn.Module.__init__(self)
-            self.hidden_dim = base.hidden_dim
-            self.num_experts = int(groups.max()) + 1
-            self.top_k = min(base.top_k, self.num_experts)
-            self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=base.weight.requires_grad)
-            self.register_buffer("groups", groups.to(base.weight.device), persistent=True)
-            self._collapse = collapse_index(groups)
-
-        def forward(self, hidden_states):
-            hidden_states = hidden_states.reshape(-1, self.hidden_dim)
-            logits = collapse_logsumexp(nn.functional.linear(hidden_states, self.weight), self.groups,
-                                        self._collapse)
-            probs = torch.softmax(logits.float(), dim=-1)
-            top_value, top_index = torch.topk(probs, self.top_k, dim=-1)
-            top_value /= top_value.sum(dim=-1, keepdim=True)
-            return logits, top_value, top_index
-
-    _router_classes.cache = (SlotBoundRouter, LogsumexpRouter)
-    return _router_classes.cache
+_ROUTER_CLASSES: dict[type, tuple[type, type]] = {}
 
 
-def SlotBoundRouter(base: nn.Module, slot_map: torch.Tensor) -> nn.Module:
-    """A slot-binding router built from ``base`` (a ``MixtralTopKRouter``) and the cluster of each slot."""
-    return _router_classes()[0](base, slot_map)
+def _router_classes(base_cls: type) -> tuple[type, type]:
+    """Slot-binding and logsumexp router classes derived from the model's own router class (so that transformers'
+    output recorders still find them)."""
+    if base_cls in _ROUTER_CLASSES:
+        return _ROUTER_CLASSES[base_cls]
+
+    def _copy(self, base: nn.Module) -> None:
+        nn.Module.__init__(self)
+        for name, value in vars(base).items():
+            if not name.startswith("_") and not isinstance(value, (nn.Module, torch.Tensor)):
+                setattr(self, name, value)
+        self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=base.weight.requires_grad)
+
+    def slot_init(self, base: nn.Module, slot_map: torch.Tensor) -> None:
+        _copy(self, base)
+        self.register_buffer("slot_map", slot_map.to(base.weight.device), persistent=True)
+
+    def slot_forward(self, hidden_states):
+        logits, scores, indices = base_cls.forward(self, hidden_states)
+        return logits, scores, self.slot_map[indices]
+
+    def lse_init(self, base: nn.Module, groups: torch.Tensor) -> None:
+        _copy(self, base)
+        self.num_experts = int(groups.max()) + 1
+        self.top_k = min(self.top_k, self.num_experts)
+        self.register_buffer("groups", groups.to(base.weight.device), persistent=True)
+        self._collapse = collapse_index(groups)
+
+    def lse_forward(self, hidden_states):
+        hidden_states = hidden_states.reshape(-1, self.weight.shape[1])
+        logits = collapse_logsumexp(nn.functional.linear(hidden_states, self.weight), self.groups, self._collapse)
+        probs = torch.softmax(logits.float(), dim=-1)
+        top_value, top_index = torch.topk(probs, self.top_k, dim=-1)
+        if getattr(self, "norm_topk_prob", True):
+            top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+        return logits, top_value.to(logits.dtype), top_index
+
+    slot_cls = type(f"SlotBound{base_cls.__name__}", (base_cls,), {
+        "__init__": slot_init, "forward": slot_forward,
+        "__doc__": "Slot binding: softmax and top-k over the E original router rows, then each chosen slot is "
+                   "mapped to its cluster's merged expert (two chosen slots of one cluster apply it with both "
+                   "weights)."})
+    lse_cls = type(f"Logsumexp{base_cls.__name__}", (base_cls,), {
+        "__init__": lse_init, "forward": lse_forward,
+        "__doc__": "Collapsed router: the E rows stay, merged expert c gets logsumexp of its members' logits, "
+                   "then softmax, top-k (and renormalisation when the model normalises) over the E/r experts."})
+    _ROUTER_CLASSES[base_cls] = (slot_cls, lse_cls)
+    return slot_cls, lse_cls
 
 
-def LogsumexpRouter(base: nn.Module, groups: torch.Tensor) -> nn.Module:
+def SlotBoundRouter(base: nn.Module, slot_map: torch.Tensor) -> nn.Module:  # noqa: N802 - a class factory
+    """A slot-binding router built from ``base`` (the model's top-k router) and the cluster of each slot."""
+    return _router_classes(type(base))[0](base, slot_map)
+
+
+def LogsumexpRouter(base: nn.Module, groups: torch.Tensor) -> nn.Module:  # noqa: N802 - a class factory
     """A logsumexp-collapsed router built from ``base`` and the cluster of each router row."""
-    return _router_classes()[1](base, groups)
+    return _router_classes(type(base))[1](base, groups)
 
 
 def _shrink_plain_router(block: nn.Module, weight: torch.Tensor) -> None:
@@ -188,8 +215,10 @@ def apply_plans(model: nn.Module, plans: list, router: str, align: str, eps: flo
                 _shrink_plain_router(block, merged_router_rows(block.gate.weight, plan.labels, plan.frequencies))
         top_k = block.gate.top_k
     cfg = model.config
-    cfg.num_local_experts = n_after
-    if router in ("mean",) or plans[0].method == "frequency":
+    for name in ("num_local_experts", "num_experts"):
+        if isinstance(getattr(cfg, name, None), int):
+            setattr(cfg, name, n_after)
+    if router == "mean" or plans[0].method == "frequency":
         cfg.num_experts_per_tok = top_k
     if hasattr(model, "num_experts"):
         model.num_experts = n_after
@@ -235,6 +264,24 @@ def router_statistics(model: nn.Module, batches: Iterable[Any]) -> list[dict[str
             h.remove()
         model.train(was)
     return [{"logits": torch.cat(lg), "topk": torch.cat(tk)} for lg, tk in zip(logits, topk)]
+
+
+def tiny_olmoe(n_experts: int = 4, hidden: int = 32, intermediate: int = 48, layers: int = 2, vocab: int = 64,
+               top_k: int = 2, seed: int = 0) -> nn.Module:
+    """A tiny randomly initialised ``OlmoeForCausalLM`` (same fused layout, no top-k renormalisation)."""
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
+    cfg = OlmoeConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, num_experts=n_experts,
+                      num_experts_per_tok=top_k, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2)
+    torch.manual_seed(seed)
+    model = OlmoeForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    return model.eval()
 
 
 def tiny_mixtral(n_experts: int = 4, hidden: int = 32, intermediate: int = 48, layers: int = 2, vocab: int = 64,
