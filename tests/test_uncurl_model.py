@@ -107,3 +107,19 @@ def test_latency_benchmark_runs_and_reports_ratios():
     res = run(experts=4, factor=2, tokens=32, repeats=2)
     assert res["expert_params_pruned"] * 2 == res["expert_params_unpruned"]
     assert all(res[k] > 0 for k in ("slot_over_unpruned", "logsumexp_over_slot", "mean_over_slot"))
+
+
+def test_task_finetune_follows_its_stopping_rule():
+    from lionsnb.uncurl.experiments import pretrain, task_finetune
+
+    trained = pretrain(2, ("copy", "add"), steps=3, batch_size=8, d_model=16, n_heads=2, expert_hidden=8,
+                       progress=False)
+    none = task_finetune(trained, ("copy",), steps=0, progress=False)
+    assert none["steps"] == {"copy": 0}
+    assert all(torch.equal(none["copy"][k], v) for k, v in trained["state"].items())
+    easy = task_finetune(trained, ("copy",), steps=5, target_acc=0.0, progress=False)   # already "accurate"
+    assert easy["steps"] == {"copy": 0}
+    hard = task_finetune(trained, ("copy", "add"), steps=5, target_acc=1.01, check_every=2, n_check=8,
+                         batch_size=8, progress=False)
+    assert hard["steps"] == {"copy": 5, "add": 5}
+    assert not torch.equal(hard["add"]["head.weight"], trained["state"]["head.weight"])

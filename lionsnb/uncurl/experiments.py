@@ -8,7 +8,6 @@ from __future__ import annotations
 import statistics as stats_
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
 
 import torch
 
@@ -16,14 +15,14 @@ from lionsnb.uncurl import data as D
 from lionsnb.uncurl.model import (
     MoEConfig,
     TinyMoE,
-    TrainResult,
     count_parameters,
     evaluate,
+    load_model,
     parameter_bytes,
     router_statistics,
     train_moe,
 )
-from lionsnb.uncurl.prune import prune_moe
+from lionsnb.uncurl.prune import apply_plans, plan_layer, prune_moe
 
 #: (method, router) pairs a sweep evaluates; frequency-drop has no router choice.
 SWEEP_VARIANTS = (("uncurl", "slot"), ("uncurl", "logsumexp"), ("uncurl", "mean"),
@@ -42,25 +41,28 @@ def factors_for(n_experts: int) -> list[int]:
 
 def pretrain(n_experts: int, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 3e-3,
              seed: int = 0, d_model: int = 64, expert_hidden: int = 64, n_layers: int = 2, n_heads: int = 4,
-             top_k: int = 2, progress: bool = True) -> TrainResult:
+             top_k: int = 2, task_weights: tuple[float, ...] | None = None, progress: bool = True) -> dict:
     """Train the tiny MoE decoder with ``n_experts`` experts per layer on the task mixture (see ``train_moe``).
 
     Also the from-scratch baseline: a small SMoE with E/r experts gets exactly the same budget (steps, batch,
-    learning rate, data) as the large one.
+    learning rate, data) as the large one.  ``task_weights``: how often each task is drawn (default: uniform).
     """
     cfg = MoEConfig(n_experts=n_experts, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
                     expert_hidden=expert_hidden, top_k=top_k)
     return train_moe(cfg, tuple(tasks), steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-                     desc=f"train E={n_experts}")
+                     desc=f"train E={n_experts}", task_weights=task_weights).to_dict()
 
 
-def task_finetune(trained: TrainResult, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 1e-3,
-                  seed: int = 0, progress: bool = True) -> dict[str, dict]:
-    """The task-fine-tuned models UNCURL prunes: the pre-trained model fine-tuned on each task alone
-    (``steps`` AdamW steps, load-balancing loss kept).  Returns ``{task: state_dict}``; ``steps = 0`` returns the
-    pre-trained weights for every task."""
-    model = trained.model()
-    out = {}
+def task_finetune(trained: dict, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 2e-3,
+                  seed: int = 0, target_acc: float = 0.95, check_every: int = 20, n_check: int = 128,
+                  progress: bool = True) -> dict[str, dict]:
+    """The task-fine-tuned models UNCURL prunes: the pre-trained model fine-tuned on each task alone, in rounds
+    of ``check_every`` AdamW steps until its exact-match accuracy on ``n_check`` fresh validation examples of the
+    task reaches ``target_acc``, or ``steps`` steps (load-balancing loss kept).  Every model of the series gets
+    the same rule.  Returns ``{task: state_dict}`` plus ``{"steps": {task: steps used}}``; ``steps = 0`` returns
+    the pre-trained weights for every task."""
+    model = load_model(trained)
+    out: dict = {"steps": {}}
     iterator = tasks
     if progress and steps:
         try:
@@ -69,8 +71,14 @@ def task_finetune(trained: TrainResult, tasks: tuple[str, ...], steps: int, batc
         except ImportError:
             pass
     for i, task in enumerate(iterator):
-        tuned = finetune(model, task, steps, batch_size=batch_size, lr=lr, seed=seed + i) if steps else model
+        check = D.make_batch((task,), n_per_task=n_check, seed=20_000 + i)
+        tuned, used = model, 0
+        while used < steps and evaluate(tuned, check)[task]["acc"] < target_acc:
+            n = min(check_every, steps - used)
+            tuned = finetune(tuned, task, n, batch_size=batch_size, lr=lr, seed=seed * 7919 + i * 131 + used)
+            used += n
         out[task] = {k: v.detach().cpu().clone() for k, v in tuned.state_dict().items()}
+        out["steps"][task] = used
     return out
 
 
@@ -79,7 +87,7 @@ def eval_batch(tasks: tuple[str, ...], n_per_task: int, seed: int = 10_000) -> D
     return D.make_batch(tuple(tasks), n_per_task=n_per_task, seed=seed)
 
 
-def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[int], n_eval: int,
+def prune_sweep(trained: dict, tasks: tuple[str, ...], factors: Iterable[int], n_eval: int,
                 n_calib: int, seed: int = 0, variants: Iterable[tuple[str, str]] = SWEEP_VARIANTS,
                 align: str = "first", task_states: dict[str, dict] | None = None, progress: bool = True) -> list[dict]:
     """Task-aware pruning: for every target task, factor r and (method, router), prune the task's model with that
@@ -89,7 +97,7 @@ def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[
     pre-trained model.  Returns one record per run: task, r, method, router, experts per layer after pruning,
     expert parameters, exact-match accuracy and answer NLL.
     """
-    base = trained.model()
+    base = load_model(trained)
     ev = eval_batch(tasks, n_eval)
     records = []
     variants = list(variants)
@@ -107,16 +115,19 @@ def prune_sweep(trained: TrainResult, tasks: tuple[str, ...], factors: Iterable[
         if task not in models:
             models[task] = base
             if task_states is not None:
-                models[task] = trained.model()
-                models[task].load_state_dict(task_states[task])
+                models[task] = load_model(trained, state=task_states[task])
         model = models[task]
         if task not in stats_cache:
             calib = D.calibration_batches(task, n_calib, seed=seed + 77, tasks=tuple(tasks))
             stats_cache[task] = router_statistics(model, calib)
         sub = ev.subset(task)
+        plans: dict[str, list] = {}
         for method, router in variants:
-            pruned = prune_moe(model, r, [], method=method, router="slot" if router == "drop" else router,
-                               align=align, seed=seed, statistics=stats_cache[task])
+            if method not in plans:  # one grouping per method serves every router handling
+                gen = torch.Generator().manual_seed(seed)
+                plans[method] = [plan_layer(st["logits"], st["topk"], model.cfg.n_experts, r, method, seed=seed,
+                                            generator=gen) for st in stats_cache[task]]
+            pruned = apply_plans(model, plans[method], router="slot" if router == "drop" else router, align=align)
             res = evaluate(pruned, sub)[task]
             records.append({"E": model.cfg.n_experts, "task": task, "r": r, "method": method, "router": router,
                             "experts": model.cfg.n_experts // r,
@@ -187,11 +198,11 @@ def forward_latency(models: dict[str, torch.nn.Module], tokens: torch.Tensor, re
     return {k: stats_.median(v) for k, v in times.items()}
 
 
-def what_pruning_buys(trained: TrainResult, task: str, factor: int, n_calib: int = 128, batch: int = 256,
+def what_pruning_buys(trained: dict, task: str, factor: int, n_calib: int = 128, batch: int = 256,
                       repeats: int = 20, seed: int = 0) -> list[dict]:
     """Parameters, parameter memory and measured forward latency of the unpruned model and its r-pruned versions
     (slot binding, logsumexp and mean-row routers, frequency-drop), whole model and the MoE layer alone."""
-    model = trained.model()
+    model = load_model(trained)
     calib = D.calibration_batches(task, n_calib, seed=seed + 77)
     st = router_statistics(model, calib)
     variants = {"unpruned": model}
@@ -212,15 +223,9 @@ def what_pruning_buys(trained: TrainResult, task: str, factor: int, n_calib: int
     return out
 
 
-def config_dict(cfg: MoEConfig) -> dict:
-    return asdict(cfg)
 
 
-def load(trained: TrainResult) -> TinyMoE:
-    return trained.model()
-
-
-def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: float = 1e-3,
+def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: float = 2e-3,
              seed: int = 0) -> TinyMoE:
     """A short task fine-tune of a (pruned) model on fresh examples of ``task`` (AdamW, constant lr); a copy.
 
@@ -244,3 +249,56 @@ def finetune(model: TinyMoE, task: str, steps: int, batch_size: int = 64, lr: fl
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     return model.eval()
+
+
+# ------------------------------------------------------------------------- shared by the series' notebooks
+#: Sizes every notebook of the series shares (the pre-trained models are the same, so the cache serves them once).
+SERIES_PROFILES: dict[str, dict] = {
+    "smoke": dict(tasks=("copy", "rev", "sort", "add"), experts=(4, 8), d_model=32, n_heads=2, n_layers=2,
+                  expert_hidden=32, steps=60, batch_size=32, lr=3e-3, finetune_steps=10, n_eval=24, n_calib=24,
+                  task_weights=None),
+    "teach": dict(tasks=("copy", "rev", "sort", "add"), experts=(4, 8), d_model=64, n_heads=4, n_layers=2,
+                  expert_hidden=64, steps=400, batch_size=64, lr=3e-3, finetune_steps=200, n_eval=200, n_calib=128,
+                  task_weights=None),
+    "full": dict(tasks=D.ALL_TASKS, experts=(4, 8, 16, 32, 64), d_model=128, n_heads=4, n_layers=4,
+                 expert_hidden=128, steps=4000, batch_size=128, lr=2e-3, finetune_steps=300, n_eval=1000,
+                 n_calib=512, task_weights=None),
+}
+
+
+def series_cached(ctx, name: str, fn, /, **kwargs):
+    """``ctx.cached`` keyed for the whole series instead of one notebook, so that the notebooks of the series
+    share the models they all need (pre-training runs once).  Same key otherwise: the function, exactly its
+    arguments, the profile and the package version."""
+    from lionsnb.cache import ArtifactCache
+
+    cache = ArtifactCache(ctx.cache.root, method="uncurl", profile=ctx.profile, enabled=ctx.cache.enabled)
+    out = cache.call(name, fn, **kwargs)
+    ctx.cache.hits += cache.hits
+    ctx.cache.misses += cache.misses
+    return out
+
+
+def pretrained(ctx, n_experts: int) -> dict:
+    """The pre-trained tiny MoE with ``n_experts`` experts per layer at the run's profile (cached for the series)."""
+    s = ctx.sizes
+    return series_cached(ctx, "pretrain", pretrain, n_experts=n_experts, tasks=tuple(s.tasks), steps=s.steps,
+                         batch_size=s.batch_size, lr=s.lr, seed=ctx.seed, d_model=s.d_model,
+                         expert_hidden=s.expert_hidden, n_layers=s.n_layers, n_heads=s.n_heads,
+                         task_weights=s.task_weights)
+
+
+def task_models(ctx, trained: dict) -> dict[str, dict]:
+    """The task-fine-tuned weights of ``trained`` for every task of the profile (cached for the series)."""
+    s = ctx.sizes
+    return series_cached(ctx, "task_finetune", task_finetune, trained=trained, tasks=tuple(s.tasks),
+                         steps=s.finetune_steps, batch_size=s.batch_size, seed=ctx.seed)
+
+
+def sweep(ctx, trained: dict, states: dict[str, dict]) -> list[dict]:
+    """The task-aware pruning sweep of one pre-trained model over every task, r and (method, router), cached for
+    the series."""
+    s = ctx.sizes
+    return series_cached(ctx, "prune_sweep", prune_sweep, trained=trained, tasks=tuple(s.tasks),
+                         factors=factors_for(trained["config"]["n_experts"]), n_eval=s.n_eval, n_calib=s.n_calib,
+                         seed=ctx.seed, task_states=states)

@@ -59,11 +59,14 @@ class Expert(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+_EXPERT_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+
+
 def expert_from_dict(state: dict, dtype: torch.dtype | None = None) -> Expert:
-    """An :class:`Expert` module holding the tensors of an expert dict."""
+    """An :class:`Expert` module holding copies of the tensors of an expert dict (no random initialisation)."""
     d_model, hidden = state["fc1.weight"].shape[1], state["fc1.weight"].shape[0]
-    module = Expert(d_model, hidden)
-    module.load_state_dict({k: v.detach().clone() for k, v in state.items() if k in Expert(1, 1).state_dict()})
+    module = Expert(d_model, hidden).to(state["fc1.weight"].dtype)
+    module.load_state_dict({k: state[k] for k in _EXPERT_KEYS})
     if dtype is not None:
         module.to(dtype)
     return module
@@ -266,9 +269,22 @@ class TrainResult:
     steps: int = 0
 
     def model(self, device: torch.device | str = "cpu") -> TinyMoE:
-        m = TinyMoE(MoEConfig(**self.config))
-        m.load_state_dict(self.state)
-        return m.to(device).eval()
+        return load_model(asdict(self), device)
+
+    def to_dict(self) -> dict:
+        """Tensors, numbers and lists only (what the suite's cache stores)."""
+        return asdict(self)
+
+
+def load_model(trained: dict | TrainResult, device: torch.device | str = "cpu",
+               state: dict | None = None) -> TinyMoE:
+    """The :class:`TinyMoE` of a training result (a :class:`TrainResult` or its dict), optionally with other
+    weights of the same architecture (``state``, e.g. a task fine-tune), in eval mode."""
+    if isinstance(trained, TrainResult):
+        trained = asdict(trained)
+    m = TinyMoE(MoEConfig(**trained["config"]))
+    m.load_state_dict(state if state is not None else trained["state"])
+    return m.to(device).eval()
 
 
 def masked_loss(logits: torch.Tensor, batch: D.Batch) -> torch.Tensor:
@@ -284,11 +300,12 @@ def masked_loss(logits: torch.Tensor, batch: D.Batch) -> torch.Tensor:
 
 def train_moe(cfg: MoEConfig, tasks: tuple[str, ...], steps: int, batch_size: int = 64, lr: float = 3e-3,
               seed: int = 0, device: str | torch.device = "cpu", warmup: int = 50, progress: bool = False,
-              desc: str = "train") -> TrainResult:
+              desc: str = "train", task_weights: tuple[float, ...] | None = None) -> TrainResult:
     """Train a :class:`TinyMoE` on fresh batches of the task mixture (AdamW, warm-up then cosine decay).
 
     The loss is the answer-token cross-entropy plus ``aux_coef`` times the load-balancing loss.  Every step draws
-    a new seeded batch, so two runs with the same arguments give the same model.
+    a new seeded batch, so two runs with the same arguments give the same model.  ``task_weights``: sampling
+    weights of the tasks in a batch (default: uniform).
     """
     torch.manual_seed(seed)
     model = TinyMoE(cfg).to(device)
@@ -312,7 +329,8 @@ def train_moe(cfg: MoEConfig, tasks: tuple[str, ...], steps: int, batch_size: in
     start = time.perf_counter()
     model.train()
     for step in iterator:
-        batch = D.make_batch(tasks, n=batch_size, seed=seed * 1_000_003 + step).to(device)
+        batch = D.make_batch(tasks, n=batch_size, seed=seed * 1_000_003 + step,
+                             task_weights=list(task_weights) if task_weights is not None else None).to(device)
         logits = model(batch.inputs)
         loss = masked_loss(logits, batch)
         aux = model.aux_loss()

@@ -150,7 +150,8 @@ def _tiny_experts(layer) -> list[dict]:
     return [{k: v.detach().clone() for k, v in e.state_dict().items()} for e in layer.experts]
 
 
-def _apply_tiny(layer, plan: LayerPlan, experts: list[dict], router: str, align: str, eps: float) -> None:
+def apply_layer_plan(layer, plan: LayerPlan, experts: list[dict], router: str, align: str, eps: float) -> None:
+    """Rebuild one MoE layer of the tiny model in place: keep (frequency-drop) or align, merge and re-route."""
     from lionsnb.uncurl.model import expert_from_dict
 
     dtype = layer.router.weight.dtype
@@ -225,7 +226,6 @@ def prune_moe(model: nn.Module, factor: int, calibration_batches: Iterable[Any],
     stats = statistics if statistics is not None else collect_router_statistics(model, calibration_batches)
     if _is_tiny(model):
         layers = model.moe_layers
-        get_experts = _tiny_experts
         n_experts = [layer.router.out_features for layer in layers]
     else:
         from lionsnb.uncurl import mixtral
@@ -234,7 +234,6 @@ def prune_moe(model: nn.Module, factor: int, calibration_batches: Iterable[Any],
             raise TypeError(f"prune_moe supports lionsnb.uncurl.TinyMoE and transformers' MixtralForCausalLM, "
                             f"got {type(model).__name__}")
         layers = mixtral.moe_blocks(model)
-        get_experts = mixtral.get_experts
         n_experts = [mixtral.n_router_outputs(block) for block in layers]
     if len(stats) != len(layers):
         raise ValueError(f"statistics cover {len(stats)} layers, the model has {len(layers)} MoE layers")
@@ -244,15 +243,26 @@ def prune_moe(model: nn.Module, factor: int, calibration_batches: Iterable[Any],
         if s["logits"].shape[1] != e:
             raise ValueError(f"layer {i}: statistics have {s['logits'].shape[1]} router outputs, the layer has {e}")
         plans.append(plan_layer(s["logits"], s["topk"], e, factor, method, seed=seed, generator=gen))
+    return apply_plans(model, plans, router=router, align=align, eps=eps)
+
+
+def apply_plans(model: nn.Module, plans: list[LayerPlan], router: str = "slot", align: str = "first",
+                eps: float = MERGE_EPS) -> nn.Module:
+    """A pruned copy of ``model`` built from per-layer plans (:func:`plan_layer`); ``prune_moe`` without the
+    statistics and the planning, so that one plan serves several router handlings."""
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
     if _is_tiny(model):
         model.clear_aux()
-    pruned = copy.deepcopy(model)
-    if _is_tiny(model):
+        pruned = copy.deepcopy(model)
+        if len(plans) != len(pruned.moe_layers):
+            raise ValueError(f"{len(plans)} plans for {len(pruned.moe_layers)} MoE layers")
         for layer, plan in zip(pruned.moe_layers, plans):
-            _apply_tiny(layer, plan, get_experts(layer), router, align, eps)
+            apply_layer_plan(layer, plan, _tiny_experts(layer), router, align, eps)
     else:
         from lionsnb.uncurl import mixtral
 
+        pruned = copy.deepcopy(model)
         mixtral.apply_plans(pruned, plans, router=router, align=align, eps=eps)
     pruned.prune_plans = plans
     return pruned
