@@ -233,8 +233,27 @@ def check_exercise_expert_similarity(attempt: Callable, ctx=None) -> ExerciseRes
                                "diagonal to 1. Do not centre the columns.", ctx=ctx)
 
 
+def _solution_usage_frequency(topk_indices, n_experts):
+    """Usage frequency of each expert (model solution of Exercise 1)."""
+    counts = torch.bincount(topk_indices.reshape(-1), minlength=n_experts)
+    return counts.to(torch.get_default_dtype()) / topk_indices.numel()
+
+
+def _solution_expert_similarity(router_logits):
+    """Router-logit similarity of experts (model solution of Exercise 2)."""
+    unit = router_logits / router_logits.norm(dim=0).clamp_min(1e-7)
+    cos = unit.T @ unit
+    sim = (cos + 1) / 2
+    sim.fill_diagonal_(1.0)
+    return sim
+
+
+#: model solutions as a student would write them (``lionsnb assignments`` puts them in the solution regions)
+SOLUTIONS = {"my_usage_frequency": _solution_usage_frequency, "my_expert_similarity": _solution_expert_similarity}
+
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "TASKS", "show_source", "table", "figure", "explore",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "TASKS", "show_source", "table", "figure", "explore",
     "pretrained", "task_models", "accuracy_rows", "usage_by_task", "specialisation", "cluster_plans",
     "task_transfer", "transfer_table", "clusters_text", "component_checks", "series_cached", "cluster_experts",
     "align_expert", "matching_permutation", "permute_expert", "merge_experts", "draw_training", "draw_usage",

@@ -248,8 +248,35 @@ def check_exercise_mean_router(attempt: Callable, ctx=None) -> ExerciseResult:
                                "frequencies and divide by the sum of those frequencies.", ctx=ctx)
 
 
+def _solution_threshold_factor(acc_by_r, delta):
+    """Threshold pruning factor r* (model solution of Exercise 1)."""
+    floor = (1 - delta) * acc_by_r[1]
+    kept = []
+    for r in sorted(acc_by_r):
+        if acc_by_r[r] < floor:
+            break
+        kept.append(r)
+    return max(kept)
+
+
+def _solution_mean_router(weight, labels, frequencies):
+    """Rows of the mean-row router (model solution of Exercise 2)."""
+    n_clusters = int(labels.max()) + 1
+    rows = []
+    for c in range(n_clusters):
+        members = labels == c
+        f = frequencies[members]
+        w = weight[members]
+        rows.append((f[:, None] * w).sum(0) / f.sum() if float(f.sum()) > 0 else w.mean(0))
+    return torch.stack(rows)
+
+
+#: model solutions as a student would write them (``lionsnb assignments`` puts them in the solution regions)
+SOLUTIONS = {"my_threshold_factor": _solution_threshold_factor, "my_mean_router": _solution_mean_router}
+
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "TASKS", "show_source", "table", "figure", "explore", "all_sweeps",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "TASKS", "show_source", "table", "figure", "explore", "all_sweeps",
     "unpruned_table", "draw_curves", "rstar_table", "rstar_means", "method_rows", "draw_methods", "gaps",
     "identity_checks", "plan_layer", "prune_moe", "apply_layer_plan", "collapse_logsumexp", "draw_threshold",
     "draw_rstar", "check_exercise_threshold_factor", "check_exercise_mean_router",

@@ -233,6 +233,17 @@ def check_exercise_logsumexp_router(attempt: Callable, ctx=None) -> ExerciseResu
                                "members along the expert dimension, then stack the columns.", ctx=ctx)
 
 
+def _solution_logsumexp_router(logits, groups):
+    """Logits of the merged experts (model solution of Exercise 1)."""
+    n_clusters = int(groups.max()) + 1
+    columns = [torch.logsumexp(logits[:, groups == c], dim=1) for c in range(n_clusters)]
+    return torch.stack(columns, dim=-1)
+
+
+#: model solutions as a student would write them (``lionsnb assignments`` puts them in the solution regions)
+SOLUTIONS = {"my_logsumexp_router": _solution_logsumexp_router}
+
+
 def draw_costs(fig, rows: list[dict]) -> None:
     """Expert parameters and distinct experts per variant."""
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -250,7 +261,7 @@ def draw_costs(fig, rows: list[dict]) -> None:
 
 
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "TASKS", "show_source", "table", "figure", "explore", "pretrained",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "TASKS", "show_source", "table", "figure", "explore", "pretrained",
     "task_models", "scratch_comparison", "scratch_table", "mean_acc", "cost_rows", "latency_sweep", "latency_table",
     "mixtral_demo", "MoELayer", "mixtral", "draw_scratch", "draw_latency", "draw_costs",
     "check_exercise_logsumexp_router",
