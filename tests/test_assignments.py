@@ -92,3 +92,16 @@ def test_nbgrader_round_trip(course):
     assert all(scores["stubs"][t] == (0.0, 1.0) for t in tests), scores["stubs"]
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "nbgrader-roundtrip.json").write_text(json.dumps(scores, indent=2, default=str))
+
+
+def test_every_registered_notebook_converts(tmp_path):
+    """Every exercise of the suite has a solution region (a model solution or a checked reference)."""
+    summary = build_assignments(tmp_path)
+    from lionsnb.registry import load_registry
+
+    assert set(summary) == set(load_registry().ids)
+    for nb_id, counts in summary.items():
+        nb = nbformat.read(counts["path"], as_version=4)
+        assert counts["autograded"] + counts["manual"] >= 1, f"{nb_id}: no graded exercise"
+        solutions = [c for c in nb.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source]
+        assert len(solutions) >= counts["autograded"] > 0 or counts["manual"], nb_id
