@@ -348,6 +348,15 @@ def test_charmer_attack_is_valid_and_never_breaks_a_certificate():
     assert successes > 0
 
 
+def test_robust_accuracy_counts_correct_and_unbroken_sentences():
+    from lionsnb.lipslev import robust_accuracy
+    from lionsnb.lipslev.baselines import AttackResult
+
+    results = [AttackResult(True, False, 1, (), 1.0, 3, 0.0), AttackResult(True, True, 1, (), -0.1, 3, 0.0),
+               AttackResult(False, False, 0, (), -1.0, 0, 0.0), AttackResult(True, False, 2, (), 0.5, 5, 0.0)]
+    assert robust_accuracy(results) == 0.5
+
+
 # --------------------------------------------------------------------------- data and training
 
 def test_numbers_letters_is_seeded_and_labelled():
