@@ -37,7 +37,8 @@ TASKS = ("copy", "rev", "sort", "add")
 SPEC = MethodSpec(
     name="uncurl.nb02_pruning_factor",
     title="UNCURL 2: the threshold pruning factor",
-    profiles={p: {**SERIES_PROFILES[p], "deltas": (0.0, 0.02, 0.05, 0.1, 0.2)} for p in ("smoke", "teach", "full")},
+    profiles={p: {**SERIES_PROFILES[p], "deltas": d} for p, d in
+              (("smoke", (0.02, 0.1)), ("teach", (0.0, 0.02, 0.05, 0.1, 0.2)), ("full", (0.0, 0.02, 0.05, 0.1, 0.2)))},
     knobs={
         "n_experts": Knob(8, "experts per layer of the pre-trained model shown first", int, choices=(4, 8, 16, 32, 64)),
         "task": Knob("copy", "target task", str, choices=TASKS),
