@@ -234,7 +234,7 @@ def draw_latency(fig, rows: list[dict]) -> None:
         if key != "slot":
             ax2.plot(tokens, [r[f"{key}_ms"] / r["slot_ms"] for r in rows], color=color, marker=marker,
                      label=names[key])
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     ax2.axhline(1.0, color="#b2182b", lw=1, ls="--")
     ax1.set_yscale("log")
@@ -242,6 +242,7 @@ def draw_latency(fig, rows: list[dict]) -> None:
         ax.set_xscale("log")
         ax.set_xticks(tokens, [str(t) for t in tokens])
         ax.xaxis.set_minor_formatter(NullFormatter())
+    ax1.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax1.yaxis.set_major_formatter(ScalarFormatter())
     ax1.yaxis.set_minor_formatter(NullFormatter())
     label(ax1, "tokens in the batch", "MoE layer forward (ms, median)", "Latency of one MoE layer")
