@@ -4,16 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lionsnb.uncurl import mixtral, prune_moe
+from lionsnb.uncurl.components import expert_forward
+from lionsnb.uncurl.prune import METHODS, ROUTERS
+
 transformers = pytest.importorskip("transformers")
 if int(transformers.__version__.split(".")[0]) < 5:
     pytest.skip("the adapter targets the fused expert layout of transformers >= 5", allow_module_level=True)
-
-from lionsnb.uncurl import (
-    mixtral,
-    prune_moe,
-)
-from lionsnb.uncurl.components import expert_forward
-from lionsnb.uncurl.prune import METHODS, ROUTERS
 
 
 @pytest.fixture(scope="module")
