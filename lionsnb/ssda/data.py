@@ -23,9 +23,9 @@ images, so budgets are nested (5 of 10 of 25 of 50), as the paper re-derives its
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ class SegSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index: Sequence[int] | torch.Tensor, name: str | None = None) -> "SegSet":
+    def subset(self, index: Sequence[int] | torch.Tensor, name: str | None = None) -> SegSet:
         index = torch.as_tensor(index, dtype=torch.long)
         return SegSet(self.images[index], self.labels[index], name or self.name)
 
@@ -304,8 +304,8 @@ def benchmark_problem(name: str, split: str = "train") -> str | None:
     """None when the benchmark is in its folder, else what to do."""
     root = benchmark_dir(name)
     if not root.is_dir() or not _pairs(name, root, split):
-        return (f"no {name} data in {root}: download it yourself (it cannot be fetched here) and lay it out as "
-                f"{_LAYOUT[name]}, or set LIONSNB_DATA to the folder that holds {name}/.")
+        return (f"no {name} data ({split} split) in {root}: download it yourself (it cannot be fetched here) and "
+                f"lay it out as {_LAYOUT[name]}, or set LIONSNB_DATA to the folder that holds {name}/.")
     missing = [str(lbl) for _, lbl in _pairs(name, root, split) if not lbl.is_file()][:3]
     if missing:
         return f"{name}: label files are missing, e.g. {', '.join(missing)}; expected layout {_LAYOUT[name]}."
@@ -336,8 +336,9 @@ def load_benchmark(name: str, split: str = "train", size: tuple[int, int] = (128
     if root.is_dir() and _pairs(name, root, split):
         pairs = _pairs(name, root, split)
     else:
-        raise FileNotFoundError(f"no {name} data in {root}: download it yourself (it cannot be fetched here) and lay "
-                                f"it out as {_LAYOUT[name]}, or set LIONSNB_DATA to the folder that holds {name}/.")
+        raise FileNotFoundError(f"no {name} data ({split} split) in {root}: download it yourself (it cannot be "
+                                f"fetched here) and lay it out as {_LAYOUT[name]}, or set LIONSNB_DATA to the folder "
+                                f"that holds {name}/.")
     pairs = pairs[:limit] if limit else pairs
     table = {"gta5": CITYSCAPES_ID_TO_TRAIN, "cityscapes": CITYSCAPES_ID_TO_TRAIN, "synthia": SYNTHIA_ID_TO_TRAIN,
              "bdd": None}[name]

@@ -104,9 +104,9 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     values for an even count; ``torch.median`` would take the lower one).
 
     Choices where the reference is undefined: a class **absent** from the labels gets weight 0 (reference:
-    sqrt(m/0) = inf); it never occurs among those labels, so its weight never matters for them. If at least
-    half of the classes are absent, the median frequency would be 0 (reference: NaN or 0 everywhere); the
-    median is then taken over the present classes. No labelled pixel at all raises ValueError.
+    sqrt(m/0) = inf); it never occurs among those labels, so its weight never matters for them. If more than
+    half of the classes are absent, the median frequency is 0 (reference: weights 0 and NaN); the median is then
+    taken over the present classes. No labelled pixel at all raises ValueError.
 
     Returns:
         float64 tensor ``[num_classes]``.

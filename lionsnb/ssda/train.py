@@ -32,8 +32,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +42,13 @@ from torch import nn
 
 from lionsnb.ssda.augment import SMALL_IMAGE_AUG, StrongAug, crop_flip, cutmix, cutmix_masks, strong_view
 from lionsnb.ssda.data import IGNORE_INDEX, DomainData, SegSet
-from lionsnb.ssda.losses import (class_weights, consistency_loss, pixel_contrast_loss, sample_anchors,
-                                 weighted_cross_entropy)
+from lionsnb.ssda.losses import (
+    class_weights,
+    consistency_loss,
+    pixel_contrast_loss,
+    sample_anchors,
+    weighted_cross_entropy,
+)
 from lionsnb.ssda.metrics import confusion_matrix, iou_per_class, mean_iou
 from lionsnb.ssda.model import SegNet, build_segnet, has_batchnorm, predict_proba
 from lionsnb.ssda.teacher import ema_update
@@ -83,7 +89,7 @@ class Recipe:
     fused: bool = False                  # one forward over the concatenated branches (BatchNorm: mixed-batch
     #                                      statistics); False: one forward per branch, as the authors' code
 
-    def replace(self, **changes: Any) -> "Recipe":
+    def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
 
     def key(self) -> dict[str, Any]:
@@ -128,6 +134,39 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+class NesterovSGD:
+    """SGD with Nesterov momentum and L2 weight decay, as ``torch.optim.SGD(nesterov=True)`` computes it
+    (d = g + wd p; b = mu b + d; p -= lr (d + mu b)), in a few foreach operations. (Written out because the first
+    ``torch.optim`` optimizer of a process imports torch's compiler stack, several seconds on a small CPU.)"""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+        self.params = [p for p in params if p.requires_grad]
+        self.param_groups = [{"lr": lr}]
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        old = [i for i, p in enumerate(params) if id(p) in self.buffers]
+        if old:      # parameters without a gradient in a step are skipped, buffers included (as torch does)
+            bufs = [self.buffers[id(params[i])] for i in old]
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, [grads[i] for i in old])
+        for i, p in enumerate(params):
+            if id(p) not in self.buffers:
+                self.buffers[id(p)] = grads[i].clone()
+        update = torch._foreach_add(grads, [self.buffers[id(p)] for p in params], alpha=self.momentum)
+        torch._foreach_add_(params, update, alpha=-self.param_groups[0]["lr"])
+
+
 class _Batches:
     """Endless shuffled passes over ``n`` items (a reshuffle at each pass, as a DataLoader with shuffle).
     ``on_pass()`` is called at the start of every pass (used to draw the views of a whole pass at once)."""
@@ -170,6 +209,21 @@ def _hflip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torc
     x, y = x.clone(), y.clone()
     x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
     return x, y
+
+
+def cutmix_views(teacher: nn.Module, weak: torch.Tensor, strong: torch.Tensor, masks: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two inputs of the consistency loss: the student's strong view CutMixed with ``masks``, and the
+    teacher's logits on the **weak** view (no gradient) CutMixed with the **same** masks.
+
+    Returns:
+        ``(student_input, teacher_logits)``.
+    """
+    with torch.no_grad():
+        t_logits = teacher(weak)
+    if masks is None:
+        return strong, t_logits
+    return cutmix(strong, masks), cutmix(t_logits, masks)
 
 
 @torch.no_grad()
@@ -254,8 +308,7 @@ def train(data: DomainData, n_labels: int, recipe: Recipe = Recipe(), seed: int 
         for p in teacher.parameters():
             p.requires_grad_(False)
         fused = r.fused or not has_batchnorm(student)
-        opt = torch.optim.SGD(student.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
-                              nesterov=True)
+        opt = NesterovSGD(student.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
         bs = r.batch_size + (r.batch_size % 2 if r.consistency and r.cutmix else 0)
         src_b = _Batches(len(data.source), r.batch_size, gen)
         tl_b = _Batches(len(tl_images), r.batch_size, gen) if r.target else None
@@ -287,7 +340,9 @@ def train(data: DomainData, n_labels: int, recipe: Recipe = Recipe(), seed: int 
                 i = tu_b.next()
                 weak, truth_u, strong = views.weak[i], views.truth[i], views.strong[i]
                 masks = cutmix_masks(len(weak), *weak.shape[-2:], generator=gen) if r.cutmix else None
-                inputs.append(cutmix(strong, masks) if masks is not None else strong)
+                teacher.train(r.teacher_bn == "train")
+                student_in, mixed_t = cutmix_views(teacher, weak.to(device), strong.to(device), masks)
+                inputs.append(student_in)
                 parts.append("u")
             sizes = [len(x) for x in inputs]
             want_emb = r.contrast and r.target and step >= warm
@@ -314,16 +369,15 @@ def train(data: DomainData, n_labels: int, recipe: Recipe = Recipe(), seed: int 
                 loss = loss + ce_t
                 logs["ce_target"] = float(ce_t.detach())
             if r.consistency:
-                teacher.train(r.teacher_bn == "train")
                 with torch.no_grad():
-                    t_logits = teacher(weak.to(device))
-                    t_probs = torch.softmax(t_logits, 1)
-                    conf, t_pred = t_probs.max(1)
-                    logs["teacher_conf"] = float((conf > 0.9).float().mean())
+                    truth_mix = truth_u.to(device)
+                    if masks is not None:
+                        truth_mix = cutmix(truth_mix[:, None].double(), masks)[:, 0].long()
+                    conf, t_pred = torch.softmax(mixed_t, 1).max(1)
                     sure = conf > 0.9
+                    logs["teacher_conf"] = float(sure.float().mean())
                     if bool(sure.any()):
-                        logs["teacher_acc"] = float((t_pred[sure] == truth_u.to(device)[sure]).float().mean())
-                mixed_t = cutmix(t_logits, masks) if masks is not None else t_logits
+                        logs["teacher_acc"] = float((t_pred[sure] == truth_mix[sure]).float().mean())
                 cr = consistency_loss(chunks["u"], mixed_t, r.cr_threshold)
                 loss = loss + r.lam * cr
                 logs["cr"] = float(cr.detach())
@@ -350,6 +404,8 @@ def train(data: DomainData, n_labels: int, recipe: Recipe = Recipe(), seed: int 
                 callback(step, logs)
         seconds = time.perf_counter() - start
         result = evaluate(student, data.target_val, c)
+        if r.consistency:
+            result["teacher_miou"] = evaluate(teacher, data.target_val, c)["miou"]
     result.update(state={k: v.detach().cpu() for k, v in student.state_dict().items()},
                   history={k: torch.tensor(v) for k, v in hist.items()}, seconds=seconds, n_labels=n_labels)
     return result
@@ -392,4 +448,4 @@ def ensemble_evaluate(results: list[dict[str, Any]], recipe: Recipe, data: SegSe
 
 
 __all__ = ["Recipe", "BASELINES", "recipe_for", "train", "self_train", "pseudo_label", "pseudo_label_quality",
-           "evaluate", "ensemble_evaluate", "load_student", "torch_threads"]
+           "evaluate", "ensemble_evaluate", "cutmix_views", "load_student", "torch_threads"]
