@@ -36,14 +36,15 @@ def colourise(labels: torch.Tensor | np.ndarray, num_classes: int = 4) -> np.nda
     return out
 
 
-def overlay(image: torch.Tensor, labels: torch.Tensor | np.ndarray, num_classes: int = 4, alpha: float = 0.55
+def overlay(image: torch.Tensor, labels: torch.Tensor | np.ndarray, num_classes: int = 4, alpha: float = 0.8
             ) -> np.ndarray:
-    """The image ``[3, H, W]`` with the label colours blended over every non-background pixel."""
+    """The image ``[3, H, W]`` with the label colours blended (weight ``alpha``) over every non-background pixel
+    and the background darkened, so that the labels stand out from the image's own colours."""
     img = image.permute(1, 2, 0).numpy().astype(np.float64)
     lab = np.asarray(labels)
     col = colourise(lab, num_classes)
     mask = (lab != 0)[..., None]
-    return np.clip(np.where(mask, (1 - alpha) * img + alpha * col, img), 0, 1)
+    return np.clip(np.where(mask, (1 - alpha) * img + alpha * col, 0.45 * img), 0, 1)
 
 
 def show_image(ax, image: np.ndarray, title: str = "", xlabel: str = "x (pixel)", ylabel: str = "y (pixel)") -> None:
@@ -91,9 +92,10 @@ def draw_iou_bars(ax, rows: dict[str, Sequence[float]], class_names: Sequence[st
         colour = SETTING_COLOURS.get(name.split(" ")[0], None)
         ax.bar(x + (j - (len(names) - 1) / 2) * width, vals, width, label=name, color=colour)
     ax.set_xticks(x, groups, rotation=30 if len(groups) > 6 else 0)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     label(ax, "class", "IoU on the target validation set", title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", ncol=min(4, len(names)))
 
 
 def draw_predictions(fig, images: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Tensor],
@@ -170,7 +172,6 @@ def draw_anchors(fig, images: torch.Tensor, labels: torch.Tensor, preds: torch.T
     """Each labelled image with its sampled anchors: circles for easy (predicted right), crosses for hard."""
     n = images.shape[0]
     axes = fig.subplots(2, n, squeeze=False)
-    colours = class_colours(num_classes)
     for i in range(n):
         show_image(axes[0, i], overlay(images[i], labels[i], num_classes), "ground truth + anchors" if i == 0 else "",
                    ylabel="anchors" if i == 0 else " ")
@@ -181,9 +182,8 @@ def draw_anchors(fig, images: torch.Tensor, labels: torch.Tensor, preds: torch.T
                 continue
             ys, xs = p["y"], p["x"]
             hard = p["hard"]
-            col = colours[p["class"]]
-            axes[0, i].scatter(xs[~hard], ys[~hard], s=14, facecolors="none", edgecolors=[col], linewidths=1.2)
-            axes[0, i].scatter(xs[hard], ys[hard], s=18, marker="x", color="white", linewidths=1.2)
+            axes[0, i].scatter(xs[~hard], ys[~hard], s=16, facecolors="none", edgecolors="white", linewidths=1.0)
+            axes[0, i].scatter(xs[hard], ys[hard], s=22, marker="x", color="#ff3030", linewidths=1.5)
 
 
 def draw_training(axes, histories: dict[str, dict[str, torch.Tensor]], window: int = 20) -> None:
@@ -195,9 +195,10 @@ def draw_training(axes, histories: dict[str, dict[str, torch.Tensor]], window: i
             return v
         out = np.full_like(v, np.nan)
         idx = np.flatnonzero(ok)
-        vals = v[ok]
-        c = np.convolve(vals, np.ones(window) / window, mode="same") if len(vals) >= window else vals
-        out[idx] = c
+        csum = np.concatenate([[0.0], np.cumsum(v[ok])])
+        k = np.arange(1, len(idx) + 1)
+        lo = np.maximum(0, k - window)
+        out[idx] = (csum[k] - csum[lo]) / (k - lo)          # trailing mean over the last `window` values
         return out
 
     for name, h in histories.items():

@@ -22,7 +22,6 @@ def ema_alpha(step: int, alpha: float = 0.995) -> float:
     return min(alpha, (step + 1) / (step + 10))
 
 
-@torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, step: int, alpha: float = 0.995) -> float:
     """Update ``teacher`` in place towards ``student`` with alpha_t = :func:`ema_alpha` (step, alpha).
 
@@ -38,8 +37,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, step: int, alpha: float =
     if t_state.keys() != s_state.keys():
         raise ValueError("teacher and student must have the same architecture (state-dict keys differ).")
     keys = [k for k, t in t_state.items() if torch.is_floating_point(t)]
-    t_list = [t_state[k].data for k in keys]
-    s_list = [s_state[k].detach().to(t_state[k].dtype) for k in keys]
-    torch._foreach_mul_(t_list, a)
-    torch._foreach_add_(t_list, s_list, alpha=1 - a)
+    with torch.no_grad():
+        t_list = [t_state[k].data for k in keys]
+        s_list = [s_state[k].detach().to(t_state[k].dtype) for k in keys]
+        torch._foreach_mul_(t_list, a)
+        torch._foreach_add_(t_list, s_list, alpha=1 - a)
     return a
