@@ -279,8 +279,9 @@ def test_short_training_runs_every_component_and_is_deterministic():
     assert h["alpha"].tolist() == pytest.approx([(t + 1) / (t + 10) for t in range(4)])
     assert torch.equal(a["cm"], b["cm"]) and torch.equal(h["loss"], b["history"]["loss"])
     assert a["cm"].sum() == 8 * 16 * 16 and 0 <= a["miou"] <= 1
-    fused = train(data, 6, recipe.replace(fused=True), seed=1)
-    assert torch.isfinite(fused["history"]["loss"]).all()
+    fused = train(data, 6, recipe.replace(fused=True, teacher_bn="train"), seed=1)   # mixed-batch BN, train-mode
+    assert torch.isfinite(fused["history"]["loss"]).all()                              # teacher (paper-faithful)
+    assert not torch.equal(fused["history"]["loss"], h["loss"])
     uda = train(data, 0, recipe, seed=1)                          # no labels: no target CE, no contrast
     assert torch.isnan(uda["history"]["ce_target"]).all() and torch.isnan(uda["history"]["pc"]).all()
     with pytest.raises(ValueError):
