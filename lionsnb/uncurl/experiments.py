@@ -266,39 +266,26 @@ SERIES_PROFILES: dict[str, dict] = {
 }
 
 
-def series_cached(ctx, name: str, fn, /, **kwargs):
-    """``ctx.cached`` keyed for the whole series instead of one notebook, so that the notebooks of the series
-    share the models they all need (pre-training runs once).  Same key otherwise: the function, exactly its
-    arguments, the profile and the package version."""
-    from lionsnb.cache import ArtifactCache
-
-    cache = ArtifactCache(ctx.cache.root, method="uncurl", profile=ctx.profile, enabled=ctx.cache.enabled)
-    out = cache.call(name, fn, **kwargs)
-    ctx.cache.hits += cache.hits
-    ctx.cache.misses += cache.misses
-    return out
-
-
 def pretrained(ctx, n_experts: int) -> dict:
-    """The pre-trained tiny MoE with ``n_experts`` experts per layer at the run's profile (cached for the series)."""
+    """The pre-trained tiny MoE with ``n_experts`` experts per layer at the run's profile (shared by the notebooks)."""
     s = ctx.sizes
-    return series_cached(ctx, "pretrain", pretrain, n_experts=n_experts, tasks=tuple(s.tasks), steps=s.steps,
-                         batch_size=s.batch_size, lr=s.lr, seed=ctx.seed, d_model=s.d_model,
-                         expert_hidden=s.expert_hidden, n_layers=s.n_layers, n_heads=s.n_heads,
-                         task_weights=s.task_weights)
+    return ctx.cached("pretrain", pretrain, n_experts=n_experts, tasks=tuple(s.tasks), steps=s.steps,
+                      batch_size=s.batch_size, lr=s.lr, seed=ctx.seed, d_model=s.d_model,
+                      expert_hidden=s.expert_hidden, n_layers=s.n_layers, n_heads=s.n_heads,
+                      task_weights=s.task_weights)
 
 
 def task_models(ctx, trained: dict) -> dict[str, dict]:
-    """The task-fine-tuned weights of ``trained`` for every task of the profile (cached for the series)."""
+    """The task-fine-tuned weights of ``trained`` for every task of the profile (shared by the notebooks)."""
     s = ctx.sizes
-    return series_cached(ctx, "task_finetune", task_finetune, trained=trained, tasks=tuple(s.tasks),
-                         steps=s.finetune_steps, batch_size=s.batch_size, seed=ctx.seed)
+    return ctx.cached("task_finetune", task_finetune, trained=trained, tasks=tuple(s.tasks),
+                      steps=s.finetune_steps, batch_size=s.batch_size, seed=ctx.seed)
 
 
 def sweep(ctx, trained: dict, states: dict[str, dict]) -> list[dict]:
     """The task-aware pruning sweep of one pre-trained model over every task, r and (method, router), cached for
     the series."""
     s = ctx.sizes
-    return series_cached(ctx, "prune_sweep", prune_sweep, trained=trained, tasks=tuple(s.tasks),
-                         factors=factors_for(trained["config"]["n_experts"]), n_eval=s.n_eval, n_calib=s.n_calib,
-                         seed=ctx.seed, task_states=states)
+    return ctx.cached("prune_sweep", prune_sweep, trained=trained, tasks=tuple(s.tasks),
+                      factors=factors_for(trained["config"]["n_experts"]), n_eval=s.n_eval, n_calib=s.n_calib,
+                      seed=ctx.seed, task_states=states)

@@ -25,7 +25,7 @@ from lionsnb.uncurl.components import (
     permute_expert,
     usage_frequency,
 )
-from lionsnb.uncurl.experiments import SERIES_PROFILES, pretrained, series_cached, task_models
+from lionsnb.uncurl.experiments import SERIES_PROFILES, pretrained, task_models
 from lionsnb.uncurl.model import evaluate, load_model, router_statistics
 from lionsnb.uncurl.plots import (
     draw_clusters,
@@ -255,7 +255,7 @@ SOLUTIONS = {"my_usage_frequency": _solution_usage_frequency, "my_expert_similar
 __all__ = [
     "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "TASKS", "show_source", "table", "figure", "explore",
     "pretrained", "task_models", "accuracy_rows", "usage_by_task", "specialisation", "cluster_plans",
-    "task_transfer", "transfer_table", "clusters_text", "component_checks", "series_cached", "cluster_experts",
+    "task_transfer", "transfer_table", "clusters_text", "component_checks", "cluster_experts",
     "align_expert", "matching_permutation", "permute_expert", "merge_experts", "draw_training", "draw_usage",
     "draw_similarity", "draw_merge_graph", "draw_clusters", "draw_task_transfer", "check_exercise_usage_frequency",
     "check_exercise_expert_similarity",
