@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lionsnb.datasets import load_digits
 from lionsnb.models import MLP
 from lionsnb.sam import experiments as ex
-from lionsnb.sam import sampa as sp
+from lionsnb.sam import nb02_sampa as sp
 
 
 @pytest.fixture(scope="module")
