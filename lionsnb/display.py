@@ -57,6 +57,7 @@ class Source:
     """The source of one function or class: highlighted HTML in notebooks, plain text elsewhere."""
 
     def __init__(self, obj: Any):
+        obj = inspect.unwrap(obj)  # a decorated function (@torch.no_grad) is in its own file, not the decorator's
         try:
             lines, first = inspect.getsourcelines(obj)
             path = Path(inspect.getsourcefile(obj) or "")

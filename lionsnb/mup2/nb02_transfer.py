@@ -208,6 +208,26 @@ def summary_table(summary: dict):
                   for key, text in names.items()], title="Does the optimum move with width?")
 
 
+def summary_by_rho(result: dict) -> list[dict]:
+    """The transfer numbers of both schemes at every radius of the grid (is a result robust to the choice of rho?)."""
+    rows = []
+    for j, rho in enumerate(result["rhos"]):
+        summary = transfer_summary(result, j)
+        for scheme, v in summary.items():
+            rows.append({"rho": rho, "scheme": scheme, "shift_log2_lr": v["shift_log2_lr"],
+                         "seed_spread_log2_lr": v["seed_spread_log2_lr"], "regret": v["regret"],
+                         "nested": v["nested"]})
+    return rows
+
+
+def by_rho_table(rows: list[dict]):
+    names = {"shift_log2_lr": "log2 best lr: largest - smallest width",
+             "seed_spread_log2_lr": "seed-to-seed std of log2 best lr", "regret": "regret (training loss)",
+             "nested": "nested (wider better at the same lr)"}
+    return table([{"rho": r["rho"], "scheme": r["scheme"], **{text: r[k] for k, text in names.items()}}
+                  for r in rows], title="The same numbers at every base radius of the grid")
+
+
 def joint_optima(result: dict) -> dict[str, list[dict]]:
     """Per scheme and width: the (lr, rho) grid point with the lowest mean training loss, and its test accuracy."""
     mean = mean_loss(result)
@@ -375,7 +395,7 @@ __all__ = [
     "SPEC", "setup", "MODEL_ANSWERS", "SCHEME_NAMES", "TRANSFER_SCHEMES", "train_grid", "transfer_sweep",
     "transfer_summary", "lr_optima", "mean_loss", "optimum", "factor_error", "first_step_error",
     "batched_vs_optimizer", "base_identity_gap", "checks_table", "factor_rows", "optima_table", "summary_table",
-    "joint_optima", "joint_table", "rho_response_table", "draw_lr_curves", "draw_heatmaps", "draw_width",
-    "check_exercise_rho_factors", "check_exercise_argmin", "cached_split", "resolve_dataset", "figure", "label",
-    "explore", "show_source", "table", "load_average",
+    "summary_by_rho", "by_rho_table", "joint_optima", "joint_table", "rho_response_table", "draw_lr_curves",
+    "draw_heatmaps", "draw_width", "check_exercise_rho_factors", "check_exercise_argmin", "cached_split",
+    "resolve_dataset", "figure", "label", "explore", "show_source", "table", "load_average",
 ]
