@@ -70,8 +70,9 @@ MODEL_ANSWERS = {
        "neighbourhood of w, training loss stays high (SAM minimises max over the ball, which a too-large ball makes "
        "pessimistic), and accuracy drops below the best radius, sometimes below SGD. Too large a ball means "
        "underfitting: the method trades training loss for flatness, and past some radius that trade is bad. In "
-       "the notebook, RHO = 0.5 adds a point to the sharpness-vs-rho figure: its sharpness is lower than at 0.2, "
-       "its test accuracy lower than the best radius.",
+       "the notebook, RHO = 0.5 adds a point to the sharpness-vs-rho figure; what to expect there is a sharpness "
+       "at or below the value at 0.2 and a test accuracy below the best radius of the sweep. If the accuracy does not "
+       "drop, the ball is not yet too large for this network: try 1.0 (the knob allows up to 2).",
 }
 
 
