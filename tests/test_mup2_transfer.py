@@ -68,6 +68,8 @@ def test_sweep_shapes_ranges_and_reproducibility(data, result):
 def test_chunking_does_not_change_the_result(data, result):
     chunked = transfer_sweep(data, **TINY, max_networks=5)
     assert np.allclose(chunked["train_loss"], result["train_loss"], rtol=1e-6)
+    by_memory = transfer_sweep(data, **TINY, max_elements=2e4)  # a few networks of width 64 at a time
+    assert np.allclose(by_memory["train_loss"], result["train_loss"], rtol=1e-6)
 
 
 def test_divergence_is_marked_not_averaged(data):

@@ -352,7 +352,7 @@ def draw_width(fig, *, result: dict, width: int, scheme: str) -> None:
     fig.colorbar(im1, ax=ax1, label="training loss")
     label(ax1, "base radius rho", "base learning rate eta", f"{scheme}, width {width}: training loss")
     im2 = _heatmap(ax2, acc[s, w], result["lrs"], result["rhos"], float(acc.min()), float(acc.max()),
-                   cmap="viridis", best=np.unravel_index(int(np.argmax(acc[s, w])), acc[s, w].shape))
+                   fmt="{:.3f}", cmap="viridis", best=np.unravel_index(int(np.argmax(acc[s, w])), acc[s, w].shape))
     fig.colorbar(im2, ax=ax2, label="test accuracy")
     label(ax2, "base radius rho", "base learning rate eta", f"{scheme}, width {width}: test accuracy")
 

@@ -148,9 +148,11 @@ def train_grid(data: Split, scheme: str, width: int, lrs: Sequence[float], rhos:
 def transfer_sweep(data: Split, *, widths: Sequence[int], lrs: Sequence[float], rhos: Sequence[float],
                    seeds: Sequence[int], base_width: int, epochs: int, batch_size: int, momentum: float = 0.0,
                    schemes: Sequence[str] = tuple(TRANSFER_SCHEMES), share_base: bool = True,
-                   max_networks: int = 256, device: str = "cpu", progress: bool = True) -> dict:
+                   max_networks: int = 256, max_elements: float = 1e9, device: str = "cpu",
+                   progress: bool = True) -> dict:
     """Every scheme x width x lr x rho x seed, trained with :func:`train_grid` (one batch of networks per scheme,
-    width and rho = 0 / rho > 0, since SGD needs one gradient per step and SAM two; at most ``max_networks`` at once).
+    width and rho = 0 / rho > 0, since SGD needs one gradient per step and SAM two; at most ``max_networks`` at once,
+    and fewer when their weights, gradients, perturbed copies and buffers would exceed ``max_elements`` numbers).
 
     ``share_base=True`` trains the base width once: every factor is 1 there, so both schemes are the same
     networks (a wiring check, true by construction; the tests check it on a whole grid).
@@ -168,6 +170,9 @@ def transfer_sweep(data: Split, *, widths: Sequence[int], lrs: Sequence[float], 
     jobs = [(s, w) for s in range(len(schemes)) for w in range(len(widths))]
     for s, w in bar(jobs, desc="(lr, rho) grids", unit="grid", disable=not progress):
         width = widths[w]
+        d_in = int(np.prod(tuple(data.x_train.shape[1:])))
+        per_network = 5 * (d_in * width + width * width + width * data.n_classes)
+        chunk_size = max(1, min(max_networks, int(max_elements // per_network)))
         if share_base and s > 0 and width == base_width:
             for key in out:
                 out[key][s, w] = out[key][0, w]
@@ -175,8 +180,8 @@ def transfer_sweep(data: Split, *, widths: Sequence[int], lrs: Sequence[float], 
         for zero in (True, False):
             cells = [(i, j, k) for i in range(len(lrs)) for j, r in enumerate(rhos) for k in range(len(seeds))
                      if (r == 0) == zero]
-            for first in range(0, len(cells), max_networks):
-                chunk = cells[first:first + max_networks]
+            for first in range(0, len(cells), chunk_size):
+                chunk = cells[first:first + chunk_size]
                 run = train_grid(data, schemes[s], width, [lrs[i] for i, _, _ in chunk],
                                  [rhos[j] for _, j, _ in chunk], [seeds[k] for _, _, k in chunk],
                                  base_width=base_width, epochs=epochs, batch_size=batch_size, momentum=momentum,
