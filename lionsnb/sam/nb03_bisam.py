@@ -1,4 +1,4 @@
-"""Notebook 3 of the SAM series: BiSAM, SAM whose maximiser uses a lower bound of the 0-1 loss.
+"""Backs ``notebooks/sam/03_bisam.ipynb``: BiSAM, SAM whose maximiser uses a lower bound of the 0-1 loss.
 
 Xie, Latorre, Antonakopoulos, Pethick, Cevher, "Improving SAM requires rethinking its
 optimization formulation", ICML 2024 (arXiv 2407.12993).  SAM is restated on the 0-1 loss
@@ -12,15 +12,14 @@ Algorithm 1: e_t = rho grad Q(w_t) / ||grad Q(w_t)||,  w_{t+1} = w_t - eta grad 
 As in the official code, the package's :func:`bisam_loss` has no 1/mu factor (the perturbation
 is normalised, so the factor only rescales); :func:`q_lower_bound` restores it for the bounds.
 
-This module holds the notebook's experiments (a 2-D toy, flip counts along SAM training on
-digits, test accuracy over seeds), its figures and its exercise checks.
+The method lives in the core modules (:mod:`lionsnb.sam.losses`: the bounds; :mod:`lionsnb.sam.steps`: the
+training step; :mod:`lionsnb.sam.flips`: flip counting); this module holds the notebook's experiments (a 2-D toy,
+flip counts along SAM training on digits, test accuracy over seeds), its figures and its exercise checks.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,18 +28,38 @@ from torch import nn
 
 from lionsnb.context import setup_for
 from lionsnb.datasets import Split, load_digits
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.models import MLP
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label
-from lionsnb.sam.losses import GAMMA, SURROGATES, bisam_loss, phi_log, phi_tanh, smooth_cross_entropy, zero_one_loss
-from lionsnb.sam.optim import EPS, SAM
+from lionsnb.progress import progress
+from lionsnb.sam.flips import (
+    count_flips,
+    flips_from_predictions,
+    misclassified_weight_share,
+    perturbation,
+    perturbed,
+    predict,
+)
+from lionsnb.sam.losses import (
+    GAMMA,
+    SURROGATES,
+    bisam_loss,
+    ce_upper_bound,
+    phi_log,
+    phi_tanh,
+    q_lower_bound,
+    smooth_cross_entropy,
+    zero_one_loss,
+)
+from lionsnb.sam.optim import SAM
 from lionsnb.sam.steps import SEQUENTIAL_GRADIENTS, bisam_step, make_optimizer, sam_step
 from lionsnb.training import fit
 from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
-    name="sam.bisam",
+    name="sam.nb03_bisam",
     title="BiSAM: SAM with a lower bound of the 0-1 loss as the maximiser",
     profiles={
         "smoke": dict(toy_seeds=(0, 1), toy_n=150, toy_steps=300, toy_grid=61, rhos=(0.05, 0.2, 0.5),
@@ -80,9 +99,21 @@ SMOOTHING = 0.1
 CLASS_COLORS = ("#4c72b0", "#55a868", "#8172b2")
 
 
-def source(obj) -> str:
-    """The source code of a package function (the notebook prints it next to the math)."""
-    return inspect.getsource(obj)
+#: model answers of the think exercises (for teachers; `lionsnb answers sam_bisam` prints them)
+MODEL_ANSWERS = {
+    3: "Yes, at small and moderate radii. Measured on digits (one SAM run with rho 0.2, checkpoints at epochs 0-20, "
+       "flips summed over the checkpoints): with mu = 1, alpha = 0.1 the order is smoothed CE 1041 > CE 933 > "
+       "Q_log 807 > Q_tanh 710 at rho 0.2; with mu = 10, alpha = 1 it becomes Q_tanh 1160 ~ Q_log 1159 > smoothed "
+       "CE 1041 > CE 933, and at rho 0.05 Q_log flips 351 and Q_tanh 428 against 226 for smoothed CE. At rho 0.5 "
+       "smoothed CE flips the most again (2377 against 2073 for Q_log): a large ball flips points whichever "
+       "direction it takes. Test accuracy moves by about the seed spread (compare with acc_sam_std), so the "
+       "sharper bounds do not buy a measurable gain here. What it says: 'a lower bound of the 0-1 loss' is not "
+       "one objective but a family, and how well it targets the points near the boundary depends on how closely "
+       "it follows the max and the step (mu, alpha), on the label smoothing of the training loss and on the "
+       "radius. The bilevel argument says which kind of objective the maximiser should have; it does not by "
+       "itself guarantee that a given member of the family flips more points, nor that flipping more points "
+       "improves test accuracy at this scale.",
+}
 
 
 def training_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -113,21 +144,6 @@ def phi(kind: str, x: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
     if kind not in SURROGATES:
         raise ValueError(f"kind must be one of {SURROGATES}, got {kind!r}")
     return phi_log(x) if kind == "log" else phi_tanh(x, alpha)
-
-
-def q_lower_bound(logits: torch.Tensor, targets: torch.Tensor, kind: str = "log", mu: float = 1.0,
-                  alpha: float = 0.1) -> torch.Tensor:
-    """Q with the paper's 1/mu, minus log(K)/mu: per sample a lower bound of the 0-1 loss.
-
-    (1/mu) logsumexp_j(mu phi_j) <= max_j phi_j + log(K)/mu, and max_j phi(F_j) <= 0-1 loss
-    because phi(0) = 0 (the j = y term) and phi(x) <= 1[x >= 0] for every x.
-    """
-    return bisam_loss(logits, targets, kind, mu, alpha) / mu - math.log(logits.shape[-1]) / mu
-
-
-def ce_upper_bound(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy in bits, CE / log 2: per sample an upper bound of the 0-1 loss."""
-    return F.cross_entropy(logits, targets, reduction="none") / math.log(2.0)
 
 
 def perturbation_loss(name: str, mu: float = 1.0, alpha: float = 0.1) -> Callable:
@@ -274,84 +290,6 @@ def model_at(model: nn.Module, flat: torch.Tensor) -> nn.Module:
     return model
 
 
-# ----------------------------------------------------------------------------- perturbations and flips
-
-def perturbation(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, rho: float
-                 ) -> list[torch.Tensor]:
-    """SAM's first step for an arbitrary loss: e = rho g / (||g|| + 1e-12), g = grad of the mean loss at w.
-
-    With ``loss_fn`` = the training loss this is SAM's perturbation; with BiSAM's Q it is BiSAM's.
-    One tensor per parameter; the model is not changed.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss_fn(model(x), y).mean(), params)
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    return [g * (rho / (norm + EPS)) for g in grads]
-
-
-@contextlib.contextmanager
-def perturbed(model: nn.Module, e: Sequence[torch.Tensor]) -> Iterator[nn.Module]:
-    """Inside the block the model's parameters are w + e; afterwards w is restored by copy."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    saved = [p.detach().clone() for p in params]
-    try:
-        with torch.no_grad():
-            for p, ei in zip(params, e):
-                p.add_(ei)
-        yield model
-    finally:
-        with torch.no_grad():
-            for p, w in zip(params, saved):
-                p.copy_(w)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(-1)
-
-
-def flips_from_predictions(clean: torch.Tensor, perturbed_pred: torch.Tensor, y: torch.Tensor) -> dict:
-    """Counts: errors at w, errors at w + e, flips (right at w, wrong at w + e) and fixes (the reverse)."""
-    wrong_clean, wrong_pert = clean != y, perturbed_pred != y
-    return {"clean_errors": int(wrong_clean.sum()), "errors": int(wrong_pert.sum()),
-            "flips": int((wrong_pert & ~wrong_clean).sum()), "fixed": int((wrong_clean & ~wrong_pert).sum())}
-
-
-def count_flips(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, rhos: Sequence[float],
-                batch_size: int | None = None, seed: int = 0) -> dict:
-    """For each rho: how many points the perturbation of ``loss_fn`` misclassifies, per batch as in training.
-
-    The points are split into batches (a seeded permutation; ``None`` = one batch); for each batch
-    e is computed from that batch's gradient, as SAM and BiSAM do, and the batch is classified
-    at w + e.  Returns ``{rho: flips_from_predictions(...)}``.
-    """
-    clean = predict(model, x)
-    n = len(x)
-    bs = n if batch_size is None else batch_size
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if bs < n else torch.arange(n)
-    pert = {float(r): torch.empty_like(y) for r in rhos}
-    for i in range(0, n, bs):
-        idx = order[i:i + bs]
-        unit = perturbation(model, loss_fn, x[idx], y[idx], 1.0)
-        for rho in pert:
-            with perturbed(model, [rho * u for u in unit]):
-                pert[rho][idx] = predict(model, x[idx])
-    return {rho: flips_from_predictions(clean, p, y) for rho, p in pert.items()}
-
-
-def misclassified_weight_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> float:
-    """Share of the per-sample gradient mass (L1 norm of d loss_i / d logits_i) carried by misclassified points.
-
-    The perturbation is J^T of these vectors: a share near 1 means it mainly pushes points that are
-    already wrong further, which cannot raise the 0-1 loss.
-    """
-    logits = model(x).detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), logits)
-    mass = grad.abs().sum(-1)
-    wrong = logits.detach().argmax(-1) != y
-    return float(mass[wrong].sum() / mass.sum().clamp_min(1e-30))
-
-
 # ----------------------------------------------------------------------------- the 2-D toy
 
 def make_toy(n: int = 150, seed: int = 0, noise: float = 1.0, n_classes: int = 3, radius: float = 1.6
@@ -394,11 +332,9 @@ def toy_experiment(seeds: Sequence[int], rhos: Sequence[float], n: int = 150, st
     For the first seed also the logits on a ``grid`` x ``grid`` mesh at w and at every w + e,
     for the decision-boundary figure.
     """
-    from tqdm.auto import tqdm
-
     out: dict = {"rhos": [float(r) for r in rhos], "seeds": list(seeds), "flips": {}, "clean_errors": [],
                  "weight_share": {k: [] for k in TOY_PERTURBATIONS}}
-    for i, seed in enumerate(tqdm(list(seeds), desc="toys", leave=False)):
+    for i, seed in enumerate(progress(list(seeds), desc="toys", unit="toy")):
         x, y = make_toy(n, seed)
         model = train_toy(x, y, steps, seed=seed)
         clean = predict(model, x)
@@ -544,15 +480,13 @@ def gradients_per_step(name: str) -> int:
 def flip_curve(split: Split, rho: float, rhos: Sequence[float], checkpoints: Sequence[int], mu: float = 1.0,
                alpha: float = 0.1, hidden: Sequence[int] = (128, 128), lr: float = 0.05, batch_size: int = 128,
                seed: int = 0) -> dict:
-    """E4 of the method note: SAM training (radius ``rho``) on ``split``; at each checkpoint epoch, the same w
-    perturbed by SAM's own smoothed-CE perturbation, by plain CE and by both BiSAM bounds, for every radius
+    """The paper's flip diagnostic along SAM training (radius ``rho``) on ``split``; at each checkpoint epoch, the
+    same w perturbed by SAM's own smoothed-CE perturbation, by plain CE and by both BiSAM bounds, for every radius
     in ``rhos``, per training batch; how many training points each misclassifies.
 
     Also records, per checkpoint, the share of training points more confident than the smoothed target
     (p_y > 1 - s), whose smoothed-CE gradient points towards *more* confidence.
     """
-    from tqdm.auto import tqdm
-
     x, y = split.x_train, split.y_train
     model = make_model(split, hidden, seed)
     opt, step = make_method("sam", model, lr, rho)
@@ -561,7 +495,7 @@ def flip_curve(split: Split, rho: float, rhos: Sequence[float], checkpoints: Seq
     out: dict = {"epochs": checkpoints, "rhos": rhos, "rho_train": float(rho), "clean_errors": [],
                  "overconfident": [], "counts": {(k, r): [] for k in PERTURBATIONS for r in rhos}}
     done = 0
-    for epoch in tqdm(checkpoints, desc="checkpoints", leave=False):
+    for epoch in progress(checkpoints, desc="flip checkpoints", unit="checkpoint"):
         if epoch > done:
             fit(model, x, y, epochs=epoch - done, optimizer=opt, step=step, loss_fn=training_loss,
                 batch_size=batch_size, seed=seed * 1000 + done, progress=False)
@@ -579,7 +513,10 @@ def flip_curve(split: Split, rho: float, rhos: Sequence[float], checkpoints: Seq
 
 
 def flip_summary(flips: dict, rho: float) -> dict:
-    """Flips at ``rho`` summed over the checkpoints, per perturbation, and where each is the largest."""
+    """Flips at ``rho`` per perturbation, **summed over the checkpoint epochs** of ``flips["epochs"]``: at each
+    checkpoint a count is the number of training points right at w and wrong at w + e (out of all training points),
+    so ``flips_sce`` = sum over checkpoints of that count for SAM's own perturbation. ``late_*`` sums the
+    checkpoints in the second half of training only."""
     r = float(rho)
     total = {k: sum(c["flips"] for c in flips["counts"][(k, r)]) for k in PERTURBATIONS}
     late = [i for i, e in enumerate(flips["epochs"]) if e >= flips["epochs"][-1] / 2]
@@ -590,6 +527,34 @@ def flip_summary(flips: dict, rho: float) -> dict:
             "flips_tanh_minus_log": total["tanh"] - total["log"],
             "late_flips_sce": late_total["sce"], "late_flips_log": late_total["log"],
             "final_train_errors": flips["clean_errors"][-1], "final_overconfident": flips["overconfident"][-1]}
+
+
+def flip_table(flips: dict, rho: float, n_train: int):
+    """Per perturbation: flips summed over the checkpoints, their mean per checkpoint and share of the training set."""
+    r, n_ck = float(rho), len(flips["epochs"])
+    rows = []
+    for k in PERTURBATIONS:
+        counts = [c["flips"] for c in flips["counts"][(k, r)]]
+        rows.append({"perturbation": NAMES[k], f"flips summed over {n_ck} checkpoints": sum(counts),
+                     "mean flips per checkpoint": sum(counts) / n_ck,
+                     "share of the training points": sum(counts) / (n_ck * n_train),
+                     "at the last checkpoint": counts[-1]})
+    epochs = ", ".join(str(e) for e in flips["epochs"])
+    return table(rows, title=f"Training points flipped (right at w, wrong at w + e) at rho {r:g}, out of {n_train} "
+                             f"per checkpoint; checkpoints at epochs {epochs}")
+
+
+def toy_table(toy_metrics: dict, surrogate: str, n: int):
+    """The toy's flips and gradient-mass shares as one table."""
+    return table([{"perturbation": "CE", "flips per toy (mean)": toy_metrics["toy_flips_ce"],
+                   "gradient mass on misclassified points": toy_metrics["toy_wrong_share_ce"]},
+                  {"perturbation": f"BiSAM {surrogate}", "flips per toy (mean)": toy_metrics[f"toy_flips_{surrogate}"],
+                   "gradient mass on misclassified points": toy_metrics["toy_wrong_share_surrogate"]},
+                  {"perturbation": "BiSAM tanh" if surrogate == "log" else "BiSAM log",
+                   "flips per toy (mean)": toy_metrics["toy_flips_tanh" if surrogate == "log" else "toy_flips_log"],
+                   "gradient mass on misclassified points": None}],
+                 title=f"2-D toys: {toy_metrics['toy_clean_errors']:.1f} of {n} training points wrong at w (mean); "
+                       f"{toy_metrics['toy_seeds_surrogate_ge_ce']:.0%} of toys with surrogate flips >= CE flips")
 
 
 def draw_flips(fig, rho: float, flips: dict) -> None:
@@ -624,12 +589,10 @@ def accuracy_runs(split: Split, seeds: Sequence[int], epochs: int, rho: float, m
     ``sgd_2x`` is SGD with twice the epochs: the same number of gradient evaluations as SAM and BiSAM.
     Accuracy is the final epoch's on the test split (no validation split, no checkpoint selection).
     """
-    from tqdm.auto import tqdm
-
     steps_per_epoch = math.ceil(len(split.x_train) / batch_size)
     runs: dict = {}
     jobs = [(name, seed) for name in methods for seed in seeds]
-    for name, seed in tqdm(jobs, desc="runs", leave=False):
+    for name, seed in progress(jobs, desc="training runs", unit="run"):
         model = make_model(split, hidden, seed)
         opt, step = make_method(name, model, lr, rho, mu, alpha)
         n_epochs = 2 * epochs if name == "sgd_2x" else epochs
@@ -659,15 +622,13 @@ def accuracy_summary(acc: dict) -> dict:
     return out
 
 
-def accuracy_table(acc: dict) -> str:
-    """A plain-text table: method, gradient evaluations, final test accuracy mean +- std and per seed."""
+def accuracy_table(acc: dict):
+    """Method, gradient evaluations, final test accuracy (mean, std over seeds, every seed)."""
     s = accuracy_summary(acc)
-    lines = [f"{'method':16s} {'grad evals':>10s}  {'test acc (mean +- std)':>24s}  per seed"]
-    for m in acc["methods"]:
-        seeds = " ".join(f"{acc['runs'][(m, sd)]['test_acc'][-1]:.4f}" for sd in acc["seeds"])
-        lines.append(f"{NAMES[m]:16s} {s['grad_evals_' + m]:>10d}  {s['acc_' + m]:>14.4f} +- "
-                     f"{s['acc_' + m + '_std']:.4f}  {seeds}")
-    return "\n".join(lines)
+    return table([{"method": NAMES[m], "gradient evaluations": s["grad_evals_" + m], "test accuracy (mean)":
+                   s["acc_" + m], "std over seeds": s["acc_" + m + "_std"],
+                   "per seed": [acc["runs"][(m, sd)]["test_acc"][-1] for sd in acc["seeds"]]}
+                  for m in acc["methods"]], title=f"Final test accuracy on digits, {len(acc['seeds'])} seeds")
 
 
 def draw_accuracy(fig, acc: dict) -> None:
@@ -752,6 +713,6 @@ __all__ = [
     "flips_from_predictions", "count_flips", "misclassified_weight_share", "make_toy", "train_toy", "toy_experiment",
     "toy_summary", "draw_toy", "make_model", "make_method", "gradients_per_step", "flip_curve", "flip_summary",
     "draw_flips", "accuracy_runs", "accuracy_summary", "accuracy_table", "draw_accuracy", "draw_surrogates",
-    "check_exercise_phi_log", "check_exercise_logit_shift", "load_digits", "figure", "label", "explore", "source",
-    "SAM", "bisam_step", "sam_step",
+    "check_exercise_phi_log", "check_exercise_logit_shift", "load_digits", "figure", "label", "explore",
+    "show_source", "table", "SAM", "bisam_step", "sam_step", "MODEL_ANSWERS", "flip_table", "toy_table",
 ]

@@ -1,4 +1,4 @@
-"""Notebook 2 of the SAM series: SAMPa, SAM's two gradients computed in parallel.
+"""Backs ``notebooks/sam/02_sampa.ipynb``: SAMPa, SAM's two gradients computed in parallel.
 
 Xie, Pethick, Cevher, "SAMPa: Sharpness-aware minimization parallelized", NeurIPS 2024
 (arXiv 2410.10683), Eq. 3:
@@ -8,7 +8,9 @@ Xie, Pethick, Cevher, "SAMPa: Sharpness-aware minimization parallelized", NeurIP
     x_{t+1} = x_t - eta (1 - lam) grad f(x~_t) - eta lam grad f(y_{t+1})
 
 grad f(x~_t) and grad f(y_{t+1}) depend only on x_t and y_t, so they can be computed at the
-same time: one sequential gradient per step instead of SAM's two.
+same time: one sequential gradient per step instead of SAM's two. The optimizer lives in
+:mod:`lionsnb.sam.optim`, its parallel backends in :mod:`lionsnb.sam.parallel`; this module holds the notebook's
+spec, the fixed-rho quadratic, cached wrappers, tables, figures and exercise checks.
 """
 from __future__ import annotations
 
@@ -19,19 +21,23 @@ import numpy as np
 import torch
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import colors, figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.sam.basics import model_kind  # noqa: F401
-from lionsnb.sam.benchmark import time_methods  # noqa: F401  (re-exported for the notebook)
-from lionsnb.sam.data import DATASETS, build_model, cached_split, resolve_dataset  # noqa: F401
-from lionsnb.sam.experiments import summarise, train_run  # noqa: F401
+from lionsnb.plotting import colors, figure, label
+from lionsnb.progress import progress
+from lionsnb.runtime import load_average
+from lionsnb.sam.benchmark import time_methods
+from lionsnb.sam.data import DATASETS, build_model, cached_split, model_kind, resolve_dataset
+from lionsnb.sam.experiments import train_run
 from lionsnb.sam.losses import smooth_cross_entropy
-from lionsnb.sam.optim import SAMPa, flat, gradient_at
-from lionsnb.widgets import explore  # noqa: F401
+from lionsnb.sam.optim import SAMPa, SequentialPair, flat, gradient_at
+from lionsnb.sam.parallel import ConcurrentPair
+from lionsnb.sharpness import sam_perturbation
+from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
-    name="sam.sampa",
+    name="sam.nb02_sampa",
     title="SAMPa: sharpness-aware minimisation parallelised",
     profiles={
         "smoke": dict(n_train=1000, model="mlp", width=128, epochs=4, lr=0.05, batch_size=128, seeds=(0,),
@@ -56,6 +62,18 @@ setup = setup_for(SPEC)
 
 QUAD_METHODS = ("SAM", "SAMPa", "stale")
 
+#: model answers of the think exercises (for teachers; `lionsnb answers sam_sampa` prints them)
+MODEL_ANSWERS = {
+    3: "The official script all-reduces one vector per step, (1 - lam) grad f(x~) + lam grad f(y), each rank "
+       "contributing its own term, and rank 1 recovers grad f(y) for the next step's perturbation by dividing its "
+       "share by lam. With lam = 0 that share is 0 (and the division is 0/0 or skipped), so the next perturbation "
+       "direction is lost: grad f(y) is never known, x~ = x, and the update is plain SGD on the previous batch. "
+       "To avoid it, the all-reduce must carry both gradients separately: a vector of 2P numbers for P parameters "
+       "(rank 0 fills the first half with grad f(x~) and zeros, rank 1 the second half with grad f(y)), or two "
+       "all-reduces of P numbers. DistributedPair sends the 2P-vector in one all-reduce, so SAMPa-0 works; the cost "
+       "is twice the communicated volume, which is small next to a gradient's compute for the models here.",
+}
+
 
 # ----------------------------------------------------------------------------- the quadratic
 
@@ -68,7 +86,7 @@ def quadratic_runs(etas, rhos, lams, steps: int, x0=(1.0, -0.5)) -> dict:
              x~_t = x_t + rho g_{t-1}/||g_{t-1}||, g_t = grad f(x~_t), x_{t+1} = x_t - eta g_t
     Returns ||grad f(x_t)||^2 per step for each method, keyed by (eta, rho, lam) (lam only matters for SAMPa).
     """
-    combos = [(e, r, l) for e in etas for r in rhos for l in lams]
+    combos = [(e, r, lm) for e in etas for r in rhos for lm in lams]
     eta = np.array([c[0] for c in combos])[:, None]
     rho = np.array([c[1] for c in combos])[:, None]
     lam = np.array([c[2] for c in combos])[:, None]
@@ -99,6 +117,27 @@ def plateau(runs: dict, method: str, eta: float, rho: float, lam: float, tail: i
     return float(runs[method][-tail:, i].mean())
 
 
+def plateau_table(runs: dict, etas, rho: float, lam: float):
+    """Where each method settles on f(x) = ||x||^2: the mean of ||grad f(x_t)||^2 over the last 100 steps, per
+    learning rate, next to SAM's derived value 4 eta^2 rho^2 / (1 - eta)^2 and the stale variant's 4 rho^2."""
+    rows = []
+    for eta in etas:
+        rows.append({"eta": eta, "SAM": plateau(runs, "SAM", eta, rho, lam),
+                     "SAM, derived": sam_plateau_theory(eta, rho),
+                     f"SAMPa-{lam:g}": plateau(runs, "SAMPa", eta, rho, lam),
+                     "stale": plateau(runs, "stale", eta, rho, lam), "4 rho^2": 4 * rho ** 2})
+    return table(rows, title=f"Plateau: mean of ||grad f(x_t)||^2 over the last 100 steps (rho = {rho:g})")
+
+
+def plateau_summary(runs: dict, etas, rho: float, lam: float, eta: float) -> dict:
+    """How the plateaus scale with eta: ratios between the largest and the smallest learning rate."""
+    return {"sam_plateau_ratio": plateau(runs, "SAM", max(etas), rho, lam) / plateau(runs, "SAM", min(etas), rho, lam),
+            "sampa_plateau_ratio": plateau(runs, "SAMPa", max(etas), rho, lam)
+            / plateau(runs, "SAMPa", min(etas), rho, lam),
+            "stale_plateau_over_4rho2": plateau(runs, "stale", min(etas), rho, lam) / (4 * rho ** 2),
+            "sam_plateau_vs_theory": plateau(runs, "SAM", eta, rho, lam) / sam_plateau_theory(eta, rho)}
+
+
 def sam_plateau_theory(eta: float, rho: float) -> float:
     """[derived] SAM with fixed rho on ||x||^2: x <- x (1 - 2 eta) - 2 eta rho x/||x|| settles on a period-2
     orbit with ||x|| = eta rho / (1 - eta), so ||grad f||^2 = 4 eta^2 rho^2 / (1 - eta)^2."""
@@ -123,7 +162,8 @@ def draw_quadratic(fig, *, runs: dict, eta: float, rho: float, lam: float) -> No
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.legend(fontsize=8)
-    label(ax2, "learning rate eta", "final $\\|\\nabla f\\|^2$ (mean of last 100 steps)", "Where each method settles")
+    label(ax2, "learning rate eta", "plateau: mean $\\|\\nabla f\\|^2$ over the last 100 steps",
+          "Where each method settles")
 
 
 # ----------------------------------------------------------------------------- timeline
@@ -164,6 +204,55 @@ def draw_accuracy_vs_cost(fig, *, runs: dict) -> None:
     ax.legend(fontsize=8)
     label(ax, "sequential gradient evaluations", "test accuracy (mean over seeds)",
           "Accuracy against the critical path")
+
+
+def training_plan(rho: float, lam: float) -> list[list]:
+    """The runs of Experiment 2 as [method, rho, lam, epoch multiplier]: SGD, SGD with 2x the epochs, SAM,
+    SAMPa-0 and SAMPa-lam (when lam != 0)."""
+    plan = [["sgd", 0.0, 0.0, 1], ["sgd", 0.0, 0.0, 2], ["sam", rho, 0.0, 1], ["sampa", rho, 0.0, 1]]
+    return plan + ([["sampa", rho, lam, 1]] if lam != 0 else [])
+
+
+def train_plan(split, plan: list[list], seeds: list[int], epochs: int, model_kind: str, width: int, lr: float,
+               batch_size: int, device: str = "cpu") -> dict:
+    """Every run of ``plan`` (see :func:`training_plan`) for every seed; keys ``"method/lam/multiplier/seed"``.
+    The sharpness of the final weights is measured with 5 power iterations (only the accuracies are used here)."""
+    runs = {}
+    jobs = [(method, rho, lam, mult, seed) for seed in seeds for method, rho, lam, mult in plan]
+    for method, rho, lam, mult, seed in progress(jobs, desc="training runs", unit="run"):
+        run = train_run(split, method, rho=rho, lam=lam, seed=seed, epochs=mult * epochs, model_kind=model_kind,
+                        width=width, lr=lr, batch_size=batch_size, power_iters=5, device=device, progress=False)
+        run["double"] = mult == 2
+        runs[f"{method}/{lam}/{mult}/{seed}"] = run
+    return runs
+
+
+def runs_table(runs: dict):
+    """One row per run: method, seed, final test accuracy, sequential gradient evaluations and wall time."""
+    return table([{"method": run_label(r), "seed": r["seed"], "test accuracy": r["test_acc"][-1],
+                   "sequential gradients": r["sequential_gradients"][-1], "seconds": r["seconds"]}
+                  for r in runs.values()], title="Every run of Experiment 2")
+
+
+def accuracy_summary(runs: dict, lam: float) -> dict:
+    """Mean final test accuracy per method over seeds."""
+    return {"sgd": mean_over_seeds(runs, "sgd"), "sgd_2x": mean_over_seeds(runs, "sgd", None, True),
+            "sam": mean_over_seeds(runs, "sam"), "sampa0": mean_over_seeds(runs, "sampa", 0.0),
+            "sampa": mean_over_seeds(runs, "sampa", lam)}
+
+
+def accuracy_table(acc: dict, lam: float, runs: dict):
+    """Mean test accuracy and sequential gradients per method, with MNIST-1D's reference levels."""
+    cost = {}
+    for r in runs.values():
+        cost.setdefault(run_label(r), r["sequential_gradients"][-1])
+    names = {"sgd": "SGD", "sgd_2x": "SGD (2x epochs)", "sam": "SAM", "sampa0": "SAMPa-0", "sampa": f"SAMPa-{lam:g}"}
+    rows = [{"method": name, "test accuracy (mean over seeds)": acc[key],
+             "sequential gradients per run": cost.get(name)} for key, name in names.items()
+            if not math.isnan(acc[key])]
+    rows += [{"method": "MNIST-1D README: logistic regression / MLP / CNN", "test accuracy (mean over seeds)":
+              [0.32, 0.68, 0.94], "sequential gradients per run": None}]
+    return table(rows, title="Accuracy against the critical path")
 
 
 def run_label(run: dict) -> str:
@@ -211,12 +300,11 @@ def extrapolation_reference(x: torch.Tensor, gy: torch.Tensor, eta: float) -> to
 
 def perturbed_point_reference(x: torch.Tensor, gy: torch.Tensor, rho: float) -> torch.Tensor:
     """x~_t = x_t + rho grad f(y_t) / (||grad f(y_t)|| + 1e-12): SAM's perturbation along grad f(y_t)."""
-    from lionsnb.sharpness import sam_perturbation
-
     return x + sam_perturbation(gy, rho)
 
 
 def check_exercise_extrapolation(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: y_{t+1} = x_t - eta grad f(y_t)."""
     gen = torch.Generator().manual_seed(4)
     x, g = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
     return check_exercise("SAMPa extrapolation y", attempt, extrapolation_reference, [(x, g, 0.1), (x, g * 0, 0.5)],
@@ -224,6 +312,7 @@ def check_exercise_extrapolation(attempt, ctx=None) -> ExerciseResult:
 
 
 def check_exercise_perturbation(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: x~_t = x_t + rho grad f(y_t) / (||grad f(y_t)|| + 1e-12)."""
     gen = torch.Generator().manual_seed(5)
     x, g = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
     return check_exercise("SAMPa perturbed point", attempt, perturbed_point_reference,
@@ -252,13 +341,59 @@ def _max_state_diff(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+def backend_table(agreement: dict[str, float]):
+    """The largest difference of each parallel backend to the sequential reference."""
+    what = {"concurrent": "ConcurrentPair (2 replicas, 2 threads or CUDA streams)",
+            "distributed": "DistributedPair, rank 0 (2 processes, 1 all-reduce per step)",
+            "distributed_rank1": "DistributedPair, rank 1"}
+    return table([{"backend": what.get(k, k), "largest |difference| to SequentialPair": v}
+                  for k, v in agreement.items()],
+                 title="Parameters and BatchNorm buffers after 4 SAMPa steps, float64")
+
+
+def timing_reading(ratio: float, sequential_ratio: float | None = None) -> str:
+    """What a measured SAMPa (concurrent) / SAM step-time ratio says (two ideal devices: 0.5; no overlap: about 1).
+
+    ``sequential_ratio`` is SAMPa's sequential backend over SAM: the same two gradients one after the other, so it
+    should be close to 1; far from it (or a ratio below the ideal 0.5) the machine's load changed during the
+    measurement and the ratios say nothing about the method.
+    """
+    if ratio < 0.45 or (sequential_ratio is not None and not 0.8 <= sequential_ratio <= 1.25):
+        seq = f"SAMPa's sequential backend, which does SAM's work, took {sequential_ratio:.2f} of SAM's time; " \
+            if sequential_ratio is not None else ""
+        return (f"not reliable in this run: {seq}the load of the machine changed during the measurement. Rerun "
+                "the timing cell on an idle machine")
+    if ratio < 0.9:
+        return "the two gradients overlapped: SAMPa's step is shorter than SAM's on this machine"
+    if ratio <= 1.1:
+        return "no measurable overlap: SAMPa's step takes about as long as SAM's here"
+    return "slower than SAM: the second thread only added copies and synchronisation on this machine"
+
+
+def timing_table(timing: dict[str, float], device) -> object:
+    """Median ms per step of each method and its ratio to SAM's, measured in one run."""
+    rows = [{"method": name, "ms per step (median)": ms, "time / SAM's": ms / timing["sam"]}
+            for name, ms in timing.items()]
+    return table(rows, title=f"Wall clock per step on {device} ({load_average()})")
+
+
+def timing_summary(timing: dict[str, float]) -> object:
+    """The SAMPa (concurrent) / SAM ratio and what it says on this machine."""
+    ratio = timing["sampa-concurrent"] / timing["sam"]
+    sequential = timing["sampa-sequential"] / timing["sam"]
+    return table({"SAMPa (concurrent backend) / SAM, per step": ratio,
+                  "SAMPa (sequential backend) / SAM: the same work, should be about 1": sequential,
+                  "two ideal devices would give": 0.5, "reading": timing_reading(ratio, sequential),
+                  "machine load": str(load_average())}, title="What the timing says")
+
+
 def backend_agreement(steps: int = 4, lam: float = 0.2, rho: float = 0.1, seed: int = 0,
                       distributed: bool = True) -> dict[str, float]:
     """Largest difference (parameters and BatchNorm buffers, float64) of each parallel backend to the
     sequential reference after ``steps`` SAMPa steps with momentum 0.9 and weight decay 5e-4."""
     import functools
 
-    from lionsnb.sam.parallel import ConcurrentPair, run_distributed_sampa
+    from lionsnb.sam.parallel import run_distributed_sampa
 
     gen = torch.Generator().manual_seed(seed)
     batches = [(torch.randn(32, 40, generator=gen, dtype=torch.float64), torch.randint(0, 10, (32,), generator=gen))
@@ -282,3 +417,14 @@ def backend_agreement(steps: int = 4, lam: float = 0.2, rho: float = 0.1, seed: 
         out["distributed"] = _max_state_diff(finals["sequential"], run.state_dict)
         out["distributed_rank1"] = _max_state_diff(finals["sequential"], run.rank1_state_dict)
     return out
+
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "QUAD_METHODS", "SAMPa", "SequentialPair", "ConcurrentPair", "gradient_at",
+    "quadratic_runs", "plateau", "plateau_table", "plateau_summary", "sam_plateau_theory", "draw_quadratic",
+    "draw_timeline", "training_plan", "train_plan", "runs_table", "accuracy_summary", "accuracy_table",
+    "draw_accuracy_vs_cost", "run_label", "cosine_trace", "mean_over_seeds", "backend_agreement", "backend_table",
+    "time_methods", "timing_table", "timing_summary", "timing_reading", "check_exercise_extrapolation",
+    "check_exercise_perturbation", "cached_split", "model_kind", "resolve_dataset", "figure", "label", "explore",
+    "show_source", "table", "load_average",
+]
