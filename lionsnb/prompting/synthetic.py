@@ -43,7 +43,7 @@ def scripted_study(bank: Bank, accuracies: Sequence[float] = SCRIPTED_ACCURACIES
     from lionsnb.progress import progress
 
     return {float(a): scripted_rows(bank, a, seed=seed, n_questions=n_questions, strategies=strategies)
-            for a in progress(list(accuracies), desc="scripted stand-in", unit="accuracy")}
+            for a in progress(list(accuracies), desc="scripted stand-in", unit="run")}
 
 
 __all__ = ["SCRIPTED_ACCURACIES", "SYNTHETIC_MALFORMED", "scripted_rows", "scripted_study"]
