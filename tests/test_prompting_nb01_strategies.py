@@ -215,6 +215,7 @@ def test_zero_shot_check_compares_structure_not_wording(bank):
         return [{"role": "user", "content": mine(question)[0]["content"].split("\n", 1)[1]}]
 
     assert m.check_exercise_zero_shot(mine, bank).status == "solved"
+    assert m.check_exercise_zero_shot(mine).status == "solved"  # as an autograder calls it: the project's bank
     for wrong in (with_system, lettered, no_instruction):
         assert m.check_exercise_zero_shot(wrong, bank).status == "incorrect", wrong.__name__
 

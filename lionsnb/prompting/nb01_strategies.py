@@ -718,10 +718,11 @@ def zero_shot_cases(bank: Bank) -> list[tuple[Question]]:
     return [(next(q for q in english if q.kind == kind),) for kind in ("mcq_single", "mcq_multiple", "open_answer")]
 
 
-def check_exercise_zero_shot(attempt: Callable, bank: Bank, ctx=None) -> ExerciseResult:
+def check_exercise_zero_shot(attempt: Callable, bank: Bank | None = None, ctx=None) -> ExerciseResult:
     """Exercise 3: build the zero-shot message list. Your wording of the instruction is free; the check compares
     the structure (:func:`zero_shot_structure`): one user turn, an instruction line, the body, then the options as
-    "k. text" lines in order."""
+    "k. text" lines in order. The cases come from ``bank`` (default: the project's bank)."""
+    bank = bank if bank is not None else project_bank()
     return check_exercise("zero-shot messages", attempt, zero_shot_reference, zero_shot_cases(bank),
                           compare=lambda got, expected: zero_shot_structure(got) == zero_shot_structure(expected),
                           ctx=ctx, hint="one user message: an instruction line, a newline, the body, then one line "

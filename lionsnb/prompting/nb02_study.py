@@ -456,7 +456,7 @@ def draw_strategies(fig, *, rows: Sequence[dict], chance: float, title: str = ""
     ax1.legend(ncol=2, loc="upper left", fontsize=8)
     ax2.bar(x - 0.2, [t["unparseable"] for t in stats], 0.4, color="C3", label="MCQ answer unparseable")
     ax2.bar(x + 0.2, [0 if math.isnan(t["truncated"]) else t["truncated"] for t in stats], 0.4, color="C7",
-            label="reply cut at max_new_tokens")
+            label="reply cut at its cap")
     ax2.set_xticks(x, STRATEGIES, rotation=40, ha="right")
     ax2.set_ylim(0, 1.3)
     ax2.set_yticks(np.linspace(0, 1, 6))
