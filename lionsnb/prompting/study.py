@@ -43,7 +43,7 @@ from lionsnb.prompting.grading import (
     grader_messages,
     grader_retry_messages,
 )
-from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, demonstrations, strategy_plan
+from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, demonstrations, majority_vote, strategy_plan
 
 #: how many demonstrations each strategy uses (the others use none)
 DEMO_COUNTS = {"one_shot": 1, "cot_four_shot": 4}
@@ -306,21 +306,16 @@ def accuracy_by_strategy(rows: Iterable[dict]) -> dict[str, float]:
 
 
 def _majority(question_rows: list[dict]) -> float:
+    """The majority-vote score of one question's rows: the grade of the most frequent answer (MCQ: the parsed
+    option set, unparseable answers do not vote, no vote scores 0; open answers: the grade itself), ties to the
+    strategy listed first (:func:`~lionsnb.prompting.strategies.majority_vote`)."""
     ordered = sorted(question_rows, key=lambda r: _strategy_rank(r["strategy"]))
     if ordered[0].get("question_type") == "mcq":
-        votes = [r for r in ordered if r.get("parsed") is not None]
-        if not votes:
-            return 0.0
-        answer = lambda r: tuple(sorted(r["parsed"]))  # noqa: E731
+        answers = [tuple(sorted(r["parsed"])) if r.get("parsed") is not None else None for r in ordered]
     else:
-        votes = ordered
-        answer = lambda r: float(r["grade"])  # noqa: E731
-    counts = Counter(answer(r) for r in votes)
-    best = max(counts.values())
-    for r in votes:  # first in strategy order among the most frequent answers
-        if counts[answer(r)] == best:
-            return float(r["grade"])
-    raise AssertionError("unreachable")
+        answers = [float(r["grade"]) for r in ordered]
+    _, who = majority_vote(answers)
+    return 0.0 if who is None else float(ordered[who]["grade"])
 
 
 def question_scores(rows: Iterable[dict], how: str = "mean") -> dict[str, float]:
