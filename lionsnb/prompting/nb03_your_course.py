@@ -1,4 +1,5 @@
-"""Notebook 3 of the prompting series: your course. Load your own questions, run an assistant, read the pass rates.
+"""Backs ``notebooks/prompting/03_your_course.ipynb``: your course. Load your own questions, run an assistant, read
+the pass rates.
 
 Borges et al., "Could ChatGPT get an engineering degree?", PNAS 121(49) e2414955121 (2024), arXiv 2408.11841,
 graded GPT-4's answers course by course and asked which courses, and which share of each degree program, it would
@@ -10,7 +11,8 @@ pass. This module serves the notebook in which a teacher does the same with thei
   stand-in, with a response cache under the notebook's cache folder, and show that an interrupted run resumes
   without repeating a finished call (``cached_calls`` of each row);
 * course scores and program pass rates against a threshold, for the three ways of combining the strategies
-  (mean, majority vote, any-strategy), as curves and as a threshold slider with a program dropdown;
+  (mean, majority vote, any-strategy), as curves and as a threshold slider with a program dropdown; when the
+  assistant scored nothing, the notebook says so and shows its replies instead of empty curves;
 * the same analysis on the project's whole bank with the scripted stand-in at several accuracies (synthetic, to
   show what mean, majority and any-strategy do to pass rates when the assistant is competent).
 """
@@ -27,36 +29,39 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.prompting.backends import ScriptedBackend
-from lionsnb.prompting.bank import DATA_DIR, KINDS, TEACHER_COLUMNS, Bank, load_bank, load_teacher_file, validate_bank
-from lionsnb.prompting.explore_strategies import (
-    BACKENDS,
-    DECODINGS,
+from lionsnb.plotting import figure, label
+from lionsnb.prompting.assistant import (
+    assistant_knobs,
     decoding_settings,
-    describe_backend,
     generation_note,
     make_backend,
+    mark_truncated,
     response_dir,
-    show_html,
-    table_html,
+    run_caps,
+    settings_rows,
+    tokenizer_for,
 )
-from lionsnb.prompting.strategies import STRATEGIES
+from lionsnb.prompting.backends import ResponseCache
+from lionsnb.prompting.bank import DATA_DIR, KINDS, TEACHER_COLUMNS, Bank, load_bank, load_teacher_file, validate_bank
+from lionsnb.prompting.strategies import STRATEGIES, majority_vote
 from lionsnb.prompting.study import (
-    accuracy_by_strategy,
     course_scores,
     pass_rates,
+    program_pass_rates,
     question_scores,
     run_study,
+    strategy_summary,
     summary,
-    unparseable_rate,
 )
-from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.prompting.synthetic import SCRIPTED_ACCURACIES, scripted_study
+from lionsnb.prompting.views import figure_or_replies, nothing_to_show, replies_table
+from lionsnb.widgets import explore
 
 EXAMPLE_FILE = DATA_DIR / "example_teacher.csv"
 GRADERS = ("checker", "llm")
@@ -64,42 +69,51 @@ AGGREGATIONS = ("mean", "majority", "any")
 #: the thresholds of the precomputed pass-rate curves (the slider's positions)
 THRESHOLDS = tuple(round(0.3 + 0.05 * i, 2) for i in range(13))
 #: accuracies of the scripted stand-in in the synthetic comparison
-ACCURACIES = (0.3, 0.6, 0.9)
-SYNTHETIC_MALFORMED = 0.1
+ACCURACIES = SCRIPTED_ACCURACIES
 ALL_PROGRAMS = "all programs"
 
 SPEC = MethodSpec(
-    name="prompting.your_course",
+    name="prompting.nb03_your_course",
     title="Prompting 3: your course: load your questions, run an assistant, read the pass rates",
     profiles={
         # n_questions: questions of the file that are run (0 = all); strategies: those run on them;
-        # max_new_tokens / endpoint_max_tokens: reply caps of the local model / an endpoint; batch_size: prompts per
-        # generate; synthetic_questions: questions of the project bank in the scripted comparison (0 = all 260)
-        "smoke": dict(n_questions=2, strategies=("zero_shot", "cot_zero_shot"), max_new_tokens=24,
-                      endpoint_max_tokens=256, batch_size=8, synthetic_questions=52),
+        # direct_tokens / reasoning_tokens: the local model's reply caps (direct answers / strategies that reason
+        # first; a reply that finishes earlier stops there); endpoint_max_tokens: reply cap sent to an endpoint;
+        # batch_size: prompts per generate; padded_tokens: at most this many padded prompt tokens per generate;
+        # synthetic_questions: questions of the project bank in the scripted comparison (0 = all 260)
+        "smoke": dict(n_questions=2, strategies=("zero_shot", "cot_zero_shot"), direct_tokens=64,
+                      reasoning_tokens=160, endpoint_max_tokens=256, batch_size=8, padded_tokens=2048,
+                      synthetic_questions=52),
         "teach": dict(n_questions=0, strategies=("zero_shot", "one_shot", "cot_zero_shot", "tree_of_thought"),
-                      max_new_tokens=48, endpoint_max_tokens=1024, batch_size=8, synthetic_questions=0),
-        "full": dict(n_questions=0, strategies=STRATEGIES, max_new_tokens=256, endpoint_max_tokens=2048,
-                     batch_size=8, synthetic_questions=0),
+                      direct_tokens=96, reasoning_tokens=256, endpoint_max_tokens=1024, batch_size=8,
+                      padded_tokens=2048, synthetic_questions=0),
+        "full": dict(n_questions=0, strategies=STRATEGIES, direct_tokens=256, reasoning_tokens=1024,
+                     endpoint_max_tokens=2048, batch_size=8, padded_tokens=8192, synthetic_questions=0),
     },
     knobs={
         "course_file": Knob("", "your questions: a .csv or .json path; empty for the shipped example "
                             "data/prompting/example_teacher.csv", str),
-        "backend": Knob("local", "who answers: local (SmolLM2-135M offline), scripted (instant stand-in) or "
-                        "endpoint (OpenAI-compatible HTTP server)", str, choices=BACKENDS),
-        "decoding": Knob("deterministic", "deterministic (greedy) or paper (T 0.8 with the paper's penalties)", str,
-                         choices=DECODINGS),
+        **assistant_knobs(),
         "grader": Knob("checker", "how open answers are graded: checker (numeric gold answers only; other open "
                        "answers stay ungraded) or llm (the same backend grades every open answer)", str,
                        choices=GRADERS),
         "threshold": Knob(0.5, "the pass threshold on a course score, 0.3 to 0.9", float, low=0.3, high=0.9),
-        "base_url": Knob("http://127.0.0.1:8000/v1", "the endpoint's base URL (BACKEND endpoint only)", str),
-        "endpoint_model": Knob("gpt-4o-mini", "the model name sent to the endpoint", str),
-        "api_key_env": Knob("OPENAI_API_KEY", "the NAME of the environment variable that holds the API key; empty "
-                            "for a server without authentication", str),
     },
 )
 setup = setup_for(SPEC)
+
+#: model answers of the exercises without code (for teachers; `lionsnb answers prompting_your_course` prints them)
+MODEL_ANSWERS = {
+    4: "Pick the threshold from the course's own rules, not from the curves: a course that passes at 4 on a 1-6 "
+       "scale with a linear grading scheme needs 60 % of the points, so theta = 0.6 on the mean score. Then read "
+       "three numbers at that theta: the mean (what a student gets who asks once, with a random prompt), the "
+       "majority vote (a student who asks the eight ways and keeps the most frequent answer, a strategy that "
+       "needs no knowledge of the right answer) and any strategy (an upper bound that needs the right answer to "
+       "be recognised). A course whose majority score is above theta is vulnerable in practice; one that passes "
+       "only under any strategy is vulnerable only to a student who can already tell the right answer, which the "
+       "course tests anyway. With few questions per course the scores move in steps of 1/n, so a course near "
+       "theta can flip with one question: say so when reporting.",
+}
 
 
 # ============================================================================= the teacher's file
@@ -197,11 +211,6 @@ def course_rows(bank: Bank) -> list[dict[str, Any]]:
     return out
 
 
-def select_questions(bank: Bank, n: int, seed: int = 0) -> Bank:
-    """The questions that are run: all of them for ``n = 0`` (or ``n >= len``), else a stratified sample."""
-    return bank if not n or n >= len(bank) else bank.select(n=int(n), seed=seed)
-
-
 # ============================================================================= the study and resuming it
 
 
@@ -212,18 +221,18 @@ def _call_counts(rows: Sequence[dict]) -> tuple[int, int]:
 
 
 def run_phase(backend, questions: Sequence, strategies: Sequence[str], cache_dir, *, bank: Bank, decoding: dict,
-              grader=None, progress: bool = True) -> dict[str, Any]:
+              max_tokens: dict[str, int] | None = None, grader=None, progress: bool = True) -> dict[str, Any]:
     """One ``run_study``: rows, seconds, calls (answers + grader), and how many came from the cache."""
     start = time.perf_counter()
     rows = run_study(list(questions), list(strategies), backend, cache_dir, bank=bank, decoding=decoding,
-                     grader=grader, progress=progress)
+                     max_tokens=max_tokens, grader=grader, progress=progress)
     calls, cached = _call_counts(rows)
     return {"rows": rows, "seconds": time.perf_counter() - start, "calls": calls, "cached": cached,
             "new": calls - cached, "questions": [q.question_id for q in questions]}
 
 
 def resumed_study(backend, questions: Bank, strategies: Sequence[str], cache_dir, *, bank: Bank, decoding: dict,
-                  grader=None, progress: bool = True) -> dict[str, Any]:
+                  max_tokens: dict[str, int] | None = None, grader=None, progress: bool = True) -> dict[str, Any]:
     """Run the study as if it had been interrupted: phase 1 on the first half of the questions, phase 2 on all.
 
     Returns both phases and ``repeated``: the calls phase 2 made again for (question, strategy) pairs that phase 1
@@ -232,47 +241,39 @@ def resumed_study(backend, questions: Bank, strategies: Sequence[str], cache_dir
     """
     qs = list(getattr(questions, "questions", questions))
     half = max(1, math.ceil(len(qs) / 2))
-    phase1 = run_phase(backend, qs[:half], strategies, cache_dir, bank=bank, decoding=decoding, grader=grader,
-                       progress=progress)
-    phase2 = run_phase(backend, qs, strategies, cache_dir, bank=bank, decoding=decoding, grader=grader,
-                       progress=progress)
+    phase1 = run_phase(backend, qs[:half], strategies, cache_dir, bank=bank, decoding=decoding,
+                       max_tokens=max_tokens, grader=grader, progress=progress)
+    phase2 = run_phase(backend, qs, strategies, cache_dir, bank=bank, decoding=decoding, max_tokens=max_tokens,
+                       grader=grader, progress=progress)
     done = {(r["question_id"], r["strategy"]) for r in phase1["rows"]}
     again = [r for r in phase2["rows"] if (r["question_id"], r["strategy"]) in done]
     calls_again, cached_again = _call_counts(again)
-    return {"phase1": phase1, "phase2": phase2, "rows": phase2["rows"], "repeated": calls_again - cached_again,
+    rows = mark_truncated(phase2["rows"], tokenizer_for(backend))
+    return {"phase1": phase1, "phase2": phase2, "rows": rows, "repeated": calls_again - cached_again,
             "phase1_pairs": len(done), "phase1_calls_served": cached_again,
             "phase1_calls": phase1["calls"]}
 
 
-def strategy_rows(rows: Sequence[dict]) -> list[dict[str, Any]]:
-    """Per strategy: rows, graded rows, accuracy over the graded ones, unparseable rate of its MCQ answers."""
-    acc = accuracy_by_strategy(rows)
-    unp = unparseable_rate(rows)
-    out = []
-    for s in STRATEGIES:
-        mine = [r for r in rows if r["strategy"] == s]
-        if not mine:
-            continue
-        graded = [r for r in mine if r["grade"] is not None]
-        out.append({"strategy": s, "answers": len(mine), "graded": len(graded), "accuracy": acc.get(s),
-                    "unparseable (MCQ)": unp.get(s)})
-    return out
+def resume_table(study: dict[str, Any]) -> object:
+    """The interrupted and the resumed run in numbers, and what resuming repeated."""
+    rows = []
+    for name, phase in (("interrupted run (first half)", study["phase1"]), ("resumed run (all)", study["phase2"])):
+        rows.append({"run": name, "questions": len(phase["questions"]), "calls": phase["calls"],
+                     "made now": phase["new"], "from the cache": phase["cached"], "seconds": phase["seconds"]})
+    return table(rows, title=f"Resuming: of the {study['phase1_calls']} calls of the {study['phase1_pairs']} pairs "
+                             f"finished in the first run, {study['phase1_calls_served']} were served from the cache "
+                             f"and {study['repeated']} repeated")
 
 
-def answer_rows(rows: Sequence[dict], width: int = 120) -> list[dict[str, Any]]:
-    """The rows for display: question, strategy, the start of the raw answer, what was parsed, the grade."""
-    out = []
-    for r in rows:
-        if r["question_type"] == "mcq":
-            parsed = "-" if r["parsed"] is None else ", ".join(str(i + 1) for i in r["parsed"])
-        elif r["numeric_ok"] is not None:
-            parsed = f"numeric check {r['numeric_ok']}"
-        else:
-            parsed = r["grade_label"] or "(open)"
-        out.append({"question": r["question_id"], "strategy": r["strategy"], "answer": r["raw_answer"][:width],
-                    "parsed (option numbers)": parsed, "grade": r["grade"], "calls": r["calls"] + r["grader_calls"],
-                    "cached": r["cached_calls"] + r["cached_grader_calls"]})
-    return out
+def strategy_table(rows: Sequence[dict], summary_: dict, grader) -> object:
+    """Per strategy: answers, graded answers, accuracy, MCQ unparseable rate; the question scores in the title."""
+    ungraded = sum(r["grade"] is None for r in rows)
+    note = (f"; {ungraded} of {len(rows)} answers ungraded (open answers without a numeric gold answer: set GRADER to "
+            f"llm to grade them)" if ungraded and grader is None else "")
+    shown = [{k: r[k] for k in ("strategy", "answers", "graded", "accuracy", "unparseable")}
+             for r in strategy_summary(rows)]
+    return table(shown, title=f"Over {summary_['n_questions']} graded question(s): mean {summary_['mean']:.3f}, "
+                              f"majority {summary_['majority']:.3f}, any strategy {summary_['any']:.3f}{note}")
 
 
 # ============================================================================= pass rates
@@ -384,60 +385,12 @@ def identities(rows: Sequence[dict], view: dict) -> dict[str, bool]:
 # ============================================================================= the synthetic comparison
 
 
-def bank_digest(bank: Bank) -> str:
-    """A short hash of the questions' ids and bodies (part of cache keys)."""
-    import hashlib
-
-    blob = "\n".join(f"{q.question_id}\t{q.question_body}" for q in bank)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _scratch_root() -> str | None:
-    """A memory-backed folder for throw-away response caches when there is one (/dev/shm), else the default."""
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-def synthetic_rows(bank: Bank, accuracy: float, *, seed: int = 0, n_questions: int = 0,
-                   strategies: Sequence[str] = STRATEGIES, progress: bool = False) -> list[dict]:
-    """All ``strategies`` on ``bank`` (or a stratified sample of ``n_questions``) with a :class:`ScriptedBackend`
-    that knows the answers (right with probability ``accuracy``, malformed 10 % of the time), which also grades
-    the open answers. Its replies go to a throw-away cache (they are instant to regenerate)."""
-    sample = select_questions(bank, n_questions, seed)
-    backend = ScriptedBackend.from_bank(bank, seed=seed, accuracy=accuracy, malformed_rate=SYNTHETIC_MALFORMED)
-    with tempfile.TemporaryDirectory(prefix="lionsnb-scripted-", dir=_scratch_root()) as folder:
-        return run_study(sample, list(strategies), backend, folder, bank=bank, grader=backend, progress=progress)
-
-
-def synthetic_study(ctx, bank: Bank, accuracies: Sequence[float] = ACCURACIES, *, n_questions: int = 0,
-                    seed: int = 0) -> dict[float, list[dict]]:
-    """:func:`synthetic_rows` for each accuracy, cached in the notebook's cache."""
-    from tqdm.auto import tqdm
-
-    out = {}
-    for acc in tqdm(list(accuracies), desc="scripted stand-in", leave=False):
-        out[acc] = ctx.cached(f"synthetic_acc{int(round(100 * acc))}",
-                              lambda acc=acc: synthetic_rows(bank, acc, seed=seed, n_questions=n_questions),
-                              accuracy=acc, n_questions=n_questions, seed=seed, bank=bank_digest(bank),
-                              strategies=list(STRATEGIES), malformed=SYNTHETIC_MALFORMED)
-    return out
-
-
 def score_or_flag(value: float) -> float:
     """``value``, or -1.0 when it is NaN (nothing could be graded), so that it can be recorded."""
     return -1.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 # ============================================================================= exercises
-
-
-def program_pass_rates(course_scores: Mapping[str, float], program_of: Mapping[str, str], theta: float
-                       ) -> dict[str, float]:
-    """Reference: per program, the share of its courses whose score is >= ``theta``."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for cid, score in course_scores.items():
-        groups[program_of[cid]].append(score)
-    return {p: sum(s >= theta for s in v) / len(v) for p, v in sorted(groups.items())}
 
 
 PASS_CASES = [
@@ -483,18 +436,9 @@ def check_exercise_scores(attempt: Callable, ctx=None) -> ExerciseResult:
 def majority_score(parsed: Sequence[tuple | None], grades: Sequence[float]) -> float:
     """Reference: the majority vote over strategies (in strategy order) for an MCQ: the grade of the most frequent
     parsed answer (unparseable answers, None, do not vote; a tie goes to the answer given first); 0 when none can be
-    read."""
-    votes = [(tuple(p), g) for p, g in zip(parsed, grades) if p is not None]
-    if not votes:
-        return 0.0
-    counts: dict[tuple, int] = defaultdict(int)
-    for p, _ in votes:
-        counts[p] += 1
-    best = max(counts.values())
-    for p, g in votes:
-        if counts[p] == best:
-            return float(g)
-    raise AssertionError("unreachable")
+    read. The vote is the package's :func:`~lionsnb.prompting.strategies.majority_vote`."""
+    _, who = majority_vote([tuple(p) if p is not None else None for p in parsed])
+    return 0.0 if who is None else float(grades[who])
 
 
 MAJORITY_CASES = [
@@ -539,15 +483,107 @@ def rows_of_question(rows: Sequence[dict], question_id: str) -> list[dict]:
     return sorted(mine, key=lambda r: STRATEGIES.index(r["strategy"]))
 
 
+
+
+# ============================================================================= tables, figures and explorers
+
+
+def course_table(bank: Bank) -> object:
+    """:func:`course_rows` as a table."""
+    return table(course_rows(bank), title=f"Your file: {len(bank)} questions in {len(bank.courses)} course(s)")
+
+
+def problems_table(problems: Sequence[str], title: str) -> object:
+    """The validator's problems, one per row (row and column first)."""
+    return table([{"problem": p} for p in problems] or [{"problem": "(none)"}], title=title)
+
+
+def file_scores_table(view: dict, theta: float, checks: Mapping[str, bool]) -> object:
+    """Per aggregation: each course's score and the share of courses passed at theta; the identities in the title."""
+    rows = [{"aggregation": how, **{f"score {c}": v for c, v in view["scores"][how].items()},
+             f"passed at theta {theta:g}": rate_at(view, how, ALL_PROGRAMS, theta)} for how in AGGREGATIONS]
+    held = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in checks.items())
+    return table(rows, title=f"Course scores and pass rates of your file (identities: {held})")
+
+
+def file_figure(view: dict, rows: Sequence[dict], bank: Bank, theta: float):
+    """The file's pass rates against theta and its course scores (:func:`draw_pass_rates`); when every answer scored
+    0 or none could be graded, the note and the raw replies instead of empty curves."""
+    return figure_or_replies(draw_pass_rates, (12, 4), replies=rows, questions=bank, view=view,
+                             program=ALL_PROGRAMS, threshold=theta, title="your file")
+
+
+def file_explorer(view: dict, rows: Sequence[dict], threshold: float):
+    """The threshold slider and program dropdown over the file's precomputed curves: small multiples over its
+    programs first (the all-programs figure is above). Nothing but a note when the file's answers scored nothing
+    (the replies are shown above)."""
+    why = nothing_to_show(rows)
+    if why:
+        print(f"No explorer: {why}, so every pass rate is 0 at every threshold (the replies are shown above).")
+        return None
+    programs = list(view["programs"])
+    panels = [p for p in programs if p != ALL_PROGRAMS] or programs
+    return explore(draw_pass_rates, {"program": programs, "threshold": list(THRESHOLDS)}, program=ALL_PROGRAMS,
+                   threshold=threshold, panels=panels[:4], view=view, title="your file", figsize=(12, 4))
+
+
+def draw_bank_pass_rates(fig, *, views: Mapping[float, dict], accuracy: float, program: str, threshold: float) -> None:
+    """:func:`draw_pass_rates` of the synthetic study at one accuracy of the scripted stand-in."""
+    draw_pass_rates(fig, view=views[accuracy], program=program, threshold=threshold,
+                    title=f"scripted, accuracy {accuracy:g} (synthetic)")
+
+
+def bank_explorer(views: Mapping[float, dict], threshold: float, accuracy: float = 0.6):
+    """Program, accuracy and threshold controls over the synthetic study: small multiples over the programs at
+    ``accuracy`` (the all-programs curves per accuracy are in the overview figure above)."""
+    programs = list(views[accuracy]["programs"])
+    panels = [p for p in programs if p != ALL_PROGRAMS][:4]
+    return explore(draw_bank_pass_rates, {"program": programs, "accuracy": list(views),
+                                          "threshold": list(THRESHOLDS)},
+                   program=ALL_PROGRAMS, accuracy=accuracy, threshold=threshold, panels=panels, views=views,
+                   figsize=(12, 4))
+
+
+def synthetic_table(synthetic: Mapping[float, Sequence[dict]], views: Mapping[float, dict], theta: float) -> object:
+    """Per accuracy of the stand-in: questions, question scores (mean, majority, any) and courses passed at theta."""
+    rows = []
+    for acc, r in synthetic.items():
+        s = summary(r)
+        rows.append({"accuracy (synthetic)": acc, "questions": s["n_questions"], "mean": s["mean"],
+                     "majority": s["majority"], "any": s["any"],
+                     **{f"passed at theta {theta:g}, {how}": rate_at(views[acc], how, ALL_PROGRAMS, theta)
+                        for how in AGGREGATIONS}})
+    return table(rows, title="The scripted stand-in on the project bank (synthetic)")
+
+
+def summary_table(*, path: Path, bank: Bank, problems: Sequence[str], broken_problems: Sequence[str], study: dict,
+                  model: str, file_summary: dict, view: dict, theta: float, mid_view: dict, checks: Mapping[str, bool],
+                  synthetic_ok: bool) -> object:
+    """What the run measured, recomputed from its results."""
+    mid = {how: float(np.mean(list(mid_view["question_scores"][how].values()))) for how in AGGREGATIONS}
+    return table({
+        "file": f"{path.name}: {len(bank)} questions in {len(bank.courses)} course(s), {len(problems)} problem(s)",
+        "the broken copy": f"{len(broken_problems)} problems found",
+        "resuming": f"{study['phase1_calls_served']} of {study['phase1_calls']} finished calls served from the cache, "
+                    f"{study['repeated']} repeated",
+        f"{model}: mean / majority / any": [file_summary["mean"], file_summary["majority"], file_summary["any"]],
+        f"courses passed at theta {theta:g}: mean / any": [rate_at(view, "mean", ALL_PROGRAMS, theta),
+                                                          rate_at(view, "any", ALL_PROGRAMS, theta)],
+        "synthetic, accuracy 0.6: mean / majority / any": [mid["mean"], mid["majority"], mid["any"]],
+        "identities hold on your file / on the synthetic study": [all(checks.values()), synthetic_ok],
+    }, title="What this run measured")
+
+
 __all__ = [
-    "SPEC", "setup", "EXAMPLE_FILE", "THRESHOLDS", "ACCURACIES", "AGGREGATIONS", "ALL_PROGRAMS",
-    "resolve_course_file", "problem_lines", "load_course", "require_sound", "broken_example", "broken_example_problems",
-    "course_rows", "score_or_flag",
-    "select_questions", "run_phase", "resumed_study", "strategy_rows", "answer_rows", "pass_rate_view",
-    "nearest_threshold", "rate_at", "draw_pass_rates", "draw_synthetic_overview", "identities", "bank_digest",
-    "synthetic_rows", "synthetic_study", "program_pass_rates", "check_exercise_pass_rates",
-    "score_over_strategies", "check_exercise_scores", "majority_score", "check_exercise_majority",
-    "rows_of_question", "disputed_question", "make_backend", "generation_note", "decoding_settings", "describe_backend", "response_dir", "show_html",
-    "table_html", "summary", "question_scores", "course_scores", "pass_rates", "load_bank", "figure", "label",
-    "explore", "check_exercise", "np", "STRATEGIES",
+    "SPEC", "setup", "MODEL_ANSWERS", "EXAMPLE_FILE", "THRESHOLDS", "ACCURACIES", "AGGREGATIONS", "ALL_PROGRAMS",
+    "resolve_course_file", "problem_lines", "load_course", "require_sound", "broken_example",
+    "broken_example_problems", "course_rows", "course_table", "problems_table", "score_or_flag", "run_phase",
+    "resumed_study", "resume_table", "strategy_table", "replies_table", "pass_rate_view", "nearest_threshold",
+    "rate_at", "draw_pass_rates", "draw_synthetic_overview", "identities", "file_scores_table", "file_figure",
+    "file_explorer", "draw_bank_pass_rates", "bank_explorer", "synthetic_table", "scripted_study",
+    "program_pass_rates", "check_exercise_pass_rates", "score_over_strategies", "check_exercise_scores",
+    "majority_score", "check_exercise_majority", "rows_of_question", "disputed_question", "make_backend",
+    "generation_note", "decoding_settings", "response_dir", "run_caps", "settings_rows", "summary",
+    "question_scores", "course_scores", "pass_rates", "load_bank", "figure", "label", "explore", "show_source",
+    "table", "summary_table", "STRATEGIES", "ResponseCache",
 ]

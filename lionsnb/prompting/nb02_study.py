@@ -1,4 +1,4 @@
-"""Notebook 2 of the prompting series: the study ("Could an AI assistant pass the degree?").
+"""Backs ``notebooks/prompting/02_study.ipynb``: the study ("Could an AI assistant pass the degree?").
 
 Borges et al., "Could ChatGPT get an engineering degree? Evaluating higher education vulnerability to AI
 assistants", PNAS 121(49) e2414955121 (2024), arXiv 2408.11841. The paper's design: textual assessment questions of
@@ -6,20 +6,14 @@ assistants", PNAS 121(49) e2414955121 (2024), arXiv 2408.11841. The paper's desi
 strategies and 85.1 % under at least one strategy (abstract). Those are the paper's numbers, not ours.
 
 Here every strategy of :mod:`lionsnb.prompting.strategies` runs on a subset of the project's question bank with the
-local SmolLM2-135M-Instruct (or a scripted stand-in, or an OpenAI-compatible endpoint), through
-:func:`lionsnb.prompting.study.run_study` (batched generation, cached replies). This module adds what the notebook
-needs around it:
-
-* :class:`PaddingAwareLocalBackend`: the local backend, with each batch split so that no ``generate`` call pads more
-  than a budget of prompt tokens (a four-shot prompt of 900 tokens batched with seven of 200 would otherwise make
-  the CPU prefill 8 x 900 tokens). Same identity as :class:`~lionsnb.prompting.backends.LocalHFBackend`, so both
-  share cached replies.
-* :func:`choose_questions` (CPU profiles: kind by kind, the questions with the shortest prompts; otherwise a
-  stratified sample), :func:`run_local_study` (the study with the same backend as grader, calls made vs served from
-  the cache, the replies cut at ``max_new_tokens``), :func:`primary_rows` (our grading rule, see below),
-  :func:`grader_agreement` (Cohen's kappa between the LLM grader and the numeric checker, with its degenerate cases),
-  :func:`chance_level`, tables, :func:`scripted_study` (the synthetic comparison over the whole bank),
-  pass-rate curves, the identities as counts, figures and the exercises.
+local model (or the scripted stand-in, or an OpenAI-compatible endpoint), through
+:func:`lionsnb.prompting.study.run_study` (batched generation, cached replies, reasoning strategies with more room to
+finish). This module adds what the notebook needs around it: :func:`choose_questions` (CPU profiles: kind by kind,
+the questions with the shortest prompts; otherwise a stratified sample), :func:`run_local_study` (the study with the
+same backend as grader; calls made vs served from the cache; which replies stopped at their cap),
+:func:`primary_rows` (our grading rule, see below), :func:`grader_agreement` (Cohen's kappa between the LLM grader
+and the numeric checker, with its degenerate cases), :func:`chance_level`, the synthetic comparison
+(:func:`scripted_study`), pass-rate curves, the identities as counts, tables, figures and the exercises.
 
 Grading rule of this notebook (``grade`` of :func:`primary_rows`): MCQ by answer extraction (exact set match);
 open answers with a numeric gold answer by the deterministic numeric checker (an answer that states no number counts
@@ -31,70 +25,78 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.prompting.backends import (
-    DETERMINISTIC,
-    PAPER_DECODING,
-    Backend,
-    LocalHFBackend,
-    OpenAICompatibleBackend,
-    ScriptedBackend,
+from lionsnb.plotting import figure, label
+from lionsnb.prompting.assistant import (
+    assistant_knobs,
+    decoding_settings,
+    finite_or,
+    generation_note,
+    make_backend,
+    mark_truncated,
+    response_dir,
+    run_caps,
+    settings_rows,
+    tokenizer_for,
 )
-from lionsnb.prompting.bank import Bank, Question, load_bank  # noqa: F401  (load_bank: for the notebook)
+from lionsnb.prompting.backends import Backend, split_by_padding
+from lionsnb.prompting.bank import Bank, Question, load_bank
 from lionsnb.prompting.grading import cohen_kappa
-from lionsnb.prompting.strategies import STRATEGIES, build_messages, demonstrations
+from lionsnb.prompting.strategies import STRATEGIES, build_messages, demonstrations, majority_vote
 from lionsnb.prompting.study import (
     DEMO_COUNTS,
-    accuracy_by_strategy,
     breakdown,
     course_scores,
     pass_rates,
+    program_pass_rates,
     question_scores,
     run_study,
+    strategy_summary,
     summary,
+    truncated_rate,
     unparseable_rate,
 )
-from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
+from lionsnb.prompting.synthetic import SCRIPTED_ACCURACIES
+from lionsnb.prompting.synthetic import scripted_study as scripted_rows_by_accuracy
+from lionsnb.prompting.views import figure_or_replies, nothing_to_show, replies_table
+from lionsnb.runtime import load_average
+from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
-    name="prompting.study_nb",
+    name="prompting.nb02_study",
     title="Prompting 2: the study (eight strategies, grading, aggregates and pass rates)",
     profiles={
         # n_questions: questions of the bank in the local study (None = the whole bank); pick: "shortest" = by
         # kind in turn (MCQ-1, numeric open, MCQ-n), the question with the shortest prompts (cheap on a CPU),
         # "stratified" = Bank.select(n, seed);
-        # max_new_tokens: reply cap of the answer calls; grader_max_tokens: reply cap of the grader calls;
-        # batch_size: conversations per generate;
+        # direct_tokens / reasoning_tokens: reply caps of the answer calls (direct answers / strategies that reason
+        # first; a reply that finishes earlier stops there); grader_tokens: reply cap of the grader calls;
+        # endpoint_max_tokens: reply cap sent to an endpoint; batch_size: conversations per generate;
         # padded_tokens: at most this many (padded) prompt tokens per generate call (longer prompts go alone);
         # scripted_accuracies: the synthetic comparison over the whole bank
-        "smoke": dict(n_questions=2, pick="shortest", max_new_tokens=16, grader_max_tokens=8, batch_size=8,
-                      padded_tokens=1536, scripted_accuracies=(0.3, 0.6, 0.9)),
-        "teach": dict(n_questions=3, pick="shortest", max_new_tokens=24, grader_max_tokens=16, batch_size=8,
-                      padded_tokens=1536, scripted_accuracies=(0.3, 0.6, 0.9)),
-        "full": dict(n_questions=None, pick="stratified", max_new_tokens=256, grader_max_tokens=256, batch_size=32,
-                     padded_tokens=32768, scripted_accuracies=(0.3, 0.6, 0.9)),
+        "smoke": dict(n_questions=2, pick="shortest", direct_tokens=48, reasoning_tokens=128, grader_tokens=32,
+                      endpoint_max_tokens=256, batch_size=8, padded_tokens=1536,
+                      scripted_accuracies=SCRIPTED_ACCURACIES),
+        "teach": dict(n_questions=3, pick="shortest", direct_tokens=96, reasoning_tokens=192, grader_tokens=64,
+                      endpoint_max_tokens=1024, batch_size=8, padded_tokens=1536,
+                      scripted_accuracies=SCRIPTED_ACCURACIES),
+        "full": dict(n_questions=None, pick="stratified", direct_tokens=256, reasoning_tokens=1024,
+                     grader_tokens=512, endpoint_max_tokens=2048, batch_size=32, padded_tokens=32768,
+                     scripted_accuracies=SCRIPTED_ACCURACIES),
     },
     knobs={
-        "backend": Knob("local", "who answers: local (SmolLM2-135M offline), scripted (a synthetic stand-in), or "
-                        "endpoint (an OpenAI-compatible server)", str, choices=("local", "scripted", "endpoint")),
-        "base_url": Knob("http://127.0.0.1:8000/v1", "base URL of the OpenAI-compatible endpoint", str),
-        "endpoint_model": Knob("gpt-4o-mini", "model name sent to the endpoint", str),
-        "api_key_env": Knob("OPENAI_API_KEY", "NAME of the environment variable that holds the API key (empty: no "
-                            "key, for local servers)", str),
-        "decoding": Knob("deterministic", "deterministic (greedy) or paper (temperature 0.8, frequency penalty 0.8, "
-                         "presence penalty 0.5)", str, choices=("deterministic", "paper")),
+        **assistant_knobs(),
         "n_questions": Knob(0, "questions in the study (0: the profile's number; else a stratified sample)", int,
                             low=0, high=260),
         "threshold": Knob(0.5, "course pass threshold theta the pass-rate explorer starts at (0.4 to 0.8)", float,
@@ -105,6 +107,19 @@ SPEC = MethodSpec(
 )
 setup = setup_for(SPEC)
 
+#: model answers of the exercises without code (for teachers; `lionsnb answers prompting_study` prints them)
+MODEL_ANSWERS = {
+    4: "With the local 135M model the paper's sampling (temperature 0.8, frequency penalty 0.8, presence penalty "
+       "0.5) mostly makes the replies more varied, not better: the MCQ accuracy stays near the chance level and "
+       "moves by a question or two between the two settings, which on three questions is noise (each question is "
+       "one third of the score). What changes visibly is the form: sampled replies repeat themselves less (the "
+       "penalties), so fewer of them run to the reply cap, and the unparseable rate moves accordingly. Sampled "
+       "replies are cached separately (the decoding is part of the cache key), so switching back is free. With a "
+       "capable model behind an endpoint the unparseable rate drops close to zero under both settings, and the "
+       "differences between strategies become measurable only over many questions (the full profile).",
+}
+
+
 #: the paper's headline numbers (abstract; GPT-4), shown as the paper's, never as ours
 PAPER = {"courses": 50, "strategies": 8, "gpt4_mean": 0.658, "gpt4_any": 0.851}
 AGGREGATIONS = ("mean", "majority", "any")
@@ -113,98 +128,6 @@ THETA_CURVE = tuple(round(x, 3) for x in np.linspace(0.0, 1.0, 101))
 THETA_SLIDER = tuple(round(0.4 + 0.05 * i, 2) for i in range(9))
 #: the breakdowns (row fields): MCQ-1 / MCQ-n / open, course language, Bloom level, difficulty
 BREAKDOWNS = ("kind", "language", "bloom", "difficulty")
-#: the scripted stand-in's rate of malformed replies (no usable answer)
-SCRIPTED_MALFORMED = 0.1
-
-
-# ----------------------------------------------------------------------------- backends
-
-class PaddingAwareLocalBackend(LocalHFBackend):
-    """:class:`~lionsnb.prompting.backends.LocalHFBackend` that splits each batch by padded prompt length.
-
-    ``chat_batch`` sorts the conversations by prompt length (tokens) and fills sub-batches, longest first, while
-    ``size x longest <= padded_tokens`` and ``size <= batch_size``; a prompt longer than the budget goes alone.
-    Each sub-batch is one left-padded ``generate``. On a CPU the prefill of padding is as costly as that of real
-    tokens, so one long four-shot prompt no longer makes seven short prompts pay for its length. The identity (and
-    so the response cache) is the parent's; ``stats['generate_calls']`` counts the sub-batches.
-    """
-
-    def __init__(self, model_id_or_path=None, *, padded_tokens: int = 2048, **kwargs):
-        super().__init__(model_id_or_path, **kwargs)
-        if int(padded_tokens) < 1:
-            raise ValueError("padded_tokens must be a positive number of tokens")
-        self.padded_tokens = int(padded_tokens)
-        self.stats["generate_calls"] = 0
-        self.stats["prompt_tokens"] = 0
-        self.stats["padded_prompt_tokens"] = 0
-
-    def prompt_lengths(self, batch: Sequence[list]) -> list[int]:
-        """Prompt tokens of each conversation (chat template included)."""
-        tokenizer = self.tokenizer
-        return [len(tokenizer(self.prompt_text(m), add_special_tokens=False)["input_ids"]) for m in batch]
-
-    def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices of the sub-batches for prompts of these lengths (see the class docstring)."""
-        return split_by_padding(lengths, self.batch_size, self.padded_tokens)
-
-    def chat_batch(self, batch, **decoding) -> list[str]:
-        batch = list(batch)
-        if not batch:
-            return []
-        lengths = self.prompt_lengths(batch)
-        out: list[str | None] = [None] * len(batch)
-        for group in self.plan_batches(lengths):
-            replies = LocalHFBackend.chat_batch(self, [batch[i] for i in group], **decoding)
-            for i, reply in zip(group, replies):
-                out[i] = reply
-            self.stats["generate_calls"] += 1
-            self.stats["prompt_tokens"] += sum(lengths[i] for i in group)
-            self.stats["padded_prompt_tokens"] += len(group) * max(lengths[i] for i in group)
-        return [r if r is not None else "" for r in out]
-
-
-def split_by_padding(lengths: Sequence[int], batch_size: int, padded_tokens: int) -> list[list[int]]:
-    """Sub-batches (lists of indices) of prompts with these lengths: longest first, a group grows while
-    ``len(group) x longest <= padded_tokens`` and ``len(group) <= batch_size``. Every index appears once."""
-    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and ((len(current) + 1) * int(lengths[current[0]]) > padded_tokens or len(current) >= batch_size):
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
-
-
-def make_backend(ctx, bank: Bank) -> Backend:
-    """The backend the knobs ask for: the local model (padding-aware batches), the scripted stand-in (it knows the
-    bank's answer key, accuracy 0.6), or an OpenAI-compatible endpoint (key read from the variable API_KEY_ENV)."""
-    k, s = ctx.knobs, ctx.sizes
-    if k.backend == "local":
-        device = "cuda" if ctx.device.type == "cuda" else "cpu"
-        return PaddingAwareLocalBackend(None, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
-                                        padded_tokens=s.padded_tokens, device=device, seed=ctx.seed)
-    if k.backend == "scripted":
-        return ScriptedBackend.from_bank(bank, accuracy=0.6, malformed_rate=SCRIPTED_MALFORMED, seed=ctx.seed)
-    return OpenAICompatibleBackend(k.base_url, k.endpoint_model, api_key_env=k.api_key_env or None,
-                                   max_tokens=s.max_new_tokens, concurrency=min(8, s.batch_size), seed=ctx.seed)
-
-
-def decoding_settings(name: str) -> dict:
-    """The decoding preset of the DECODING knob."""
-    if name == "deterministic":
-        return dict(DETERMINISTIC)
-    if name == "paper":
-        return dict(PAPER_DECODING)
-    raise ValueError(f"DECODING = {name!r}: use deterministic or paper")
-
-
-def response_dir(ctx) -> Path:
-    """Where the study's replies are cached: a folder of the notebook's cache (one JSON file per call)."""
-    return Path(ctx.cache.root) / SPEC.name / "responses"
 
 
 # ----------------------------------------------------------------------------- which questions
@@ -318,72 +241,48 @@ def _count_files(directory: Path) -> int:
 
 
 def run_local_study(backend: Backend, questions: Bank, bank: Bank, cache_dir: str | os.PathLike, *,
-                    decoding: dict, grader: Backend | None = None, grader_decoding: dict | None = None,
-                    progress: bool = True) -> dict:
-    """Run every strategy on ``questions`` with ``backend`` (and ``grader`` for open answers), replies cached in
-    ``cache_dir``. Returns the primary rows, the seconds, and the calls: asked by the rows, served from the cache,
-    and newly generated (files added to the cache)."""
+                    decoding: dict, max_tokens: dict[str, int] | None = None, grader: Backend | None = None,
+                    grader_decoding: dict | None = None, progress: bool = True) -> dict:
+    """Run every strategy on ``questions`` with ``backend`` (reply caps ``max_tokens`` per strategy, and ``grader``
+    for open answers), replies cached in ``cache_dir``. Returns the primary rows (with ``reply_tokens`` and
+    ``truncated`` for the local model), the seconds, and the calls: asked by the rows, served from the cache, and
+    newly generated (files added to the cache)."""
     before = _count_files(Path(cache_dir))
     start = time.perf_counter()
-    raw = run_study(questions, STRATEGIES, backend, cache_dir, bank=bank, decoding=decoding, grader=grader,
-                    grader_decoding=grader_decoding, progress=progress)
+    raw = run_study(questions, STRATEGIES, backend, cache_dir, bank=bank, decoding=decoding, max_tokens=max_tokens,
+                    grader=grader, grader_decoding=grader_decoding, progress=progress)
     seconds = time.perf_counter() - start
-    rows = primary_rows(raw, questions.questions)
+    rows = mark_truncated(primary_rows(raw, questions.questions), tokenizer_for(backend))
     asked = sum(r["calls"] + r["grader_calls"] for r in rows)
     cached = sum(r["cached_calls"] + r["cached_grader_calls"] for r in rows)
     return {"rows": rows, "seconds": seconds, "calls": asked, "cached": cached,
             "generated": _count_files(Path(cache_dir)) - before}
 
 
-def tokenizer_for(backend: Backend):
-    """The local backend's tokenizer without loading the model when it is not loaded yet (None otherwise)."""
-    if not isinstance(backend, LocalHFBackend):
-        return None
-    if backend._lm is not None:
-        return backend._lm[1]
-    try:
-        import transformers
-
-        from lionsnb.lm import CONVERTED_NAME, models_dir
-
-        source = models_dir() / CONVERTED_NAME if backend.model_id_or_path is None else backend.model_id_or_path
-        return transformers.AutoTokenizer.from_pretrained(source)
-    except Exception:  # noqa: BLE001 - truncation is a diagnostic; without a tokenizer it is not reported
-        return None
+def study_table(result: dict, backend: Backend) -> object:
+    """The run in numbers: pairs, calls (generated now / served from the cache), seconds, the machine's load."""
+    rows = result["rows"]
+    return table({"(question, strategy) pairs": len(rows), "model calls": result["calls"],
+                  "generated now": result["generated"], "served from the response cache": result["cached"],
+                  "seconds": result["seconds"], "generation": generation_note(backend),
+                  "machine": str(load_average())}, title="The study's run")
 
 
-def mark_truncated(rows: Sequence[dict], tokenizer, max_new_tokens: int) -> list[dict]:
-    """Adds ``truncated``: the final answer has about ``max_new_tokens`` tokens (re-tokenised), i.e. it was cut
-    before the model finished (None without a tokenizer). Approximate: decoding and re-encoding may differ by a
-    token, hence the margin of one token."""
-    out = []
-    for r in rows:
-        r = dict(r)
-        if tokenizer is None:
-            r["truncated"] = None
-        else:
-            n = len(tokenizer(r.get("raw_answer") or "", add_special_tokens=False)["input_ids"])
-            r["truncated"] = bool(n >= max_new_tokens - 1)
-        out.append(r)
-    return out
+def questions_table(bank: Bank, questions: Bank) -> object:
+    """The questions of this run: id, kind, language, Bloom level, difficulty and the start of the body."""
+    return table([{"question": q.question_id, "kind": q.kind, "language": bank.language_of(q),
+                   "Bloom level": q.blooms_rating, "difficulty": q.question_difficulty,
+                   "body": q.question_body[:90] + ("…" if len(q.question_body) > 90 else "")}
+                  for q in questions.questions],
+                 title=f"This run: {len(questions)} questions ({questions.source.split(' | ', 1)[-1]})")
 
 
-def scripted_study(bank: Bank, accuracies: Sequence[float], seed: int = 0, progress: bool = False) -> dict:
-    """The scripted stand-in (it knows the answer key; right with probability ``accuracy``, malformed 10 % of the
-    time) on the WHOLE bank with every strategy, grading itself as the LLM grader. Synthetic: its wrong answers and
-    its grader labels are random draws, not a model's mistakes. Returns {accuracy: primary rows}.
-
-    Replies are cached in a temporary folder in memory (``/dev/shm`` when present) and dropped: the scripted
-    backend is deterministic and instant, and the cache's per-file ``fsync`` would dominate its run time.
-    """
-    out = {}
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    for acc in accuracies:
-        backend = ScriptedBackend.from_bank(bank, accuracy=float(acc), malformed_rate=SCRIPTED_MALFORMED, seed=seed)
-        with tempfile.TemporaryDirectory(prefix="lionsnb_scripted_", dir=shm) as tmp:
-            rows = run_study(bank, STRATEGIES, backend, tmp, grader=backend, progress=progress)
-        out[float(acc)] = primary_rows(rows, bank.questions)
-    return out
+def scripted_study(bank: Bank, accuracies: Sequence[float], seed: int = 0) -> dict[float, list[dict]]:
+    """The synthetic comparison (:func:`lionsnb.prompting.synthetic.scripted_study`: the scripted stand-in, right
+    with probability ``accuracy``, on the WHOLE bank with every strategy, grading itself), with this notebook's
+    grading rule (:func:`primary_rows`). Synthetic: its mistakes and grader labels are random draws."""
+    runs = scripted_rows_by_accuracy(bank, accuracies, seed=seed)
+    return {acc: primary_rows(rows, bank.questions) for acc, rows in runs.items()}
 
 
 # ----------------------------------------------------------------------------- measures
@@ -439,38 +338,12 @@ def toy_rows() -> list[dict]:
 TOY_EXPECTED = {"mean": 1 / 3, "majority": 0.5, "any": 1.0}
 
 
-def bank_digest(bank: Bank) -> str:
-    """A short digest of the bank's questions and courses (a cache key for results computed on the whole bank)."""
-    import hashlib
-    import json
-
-    blob = json.dumps([[q.to_dict() for q in bank.questions], sorted(map(str, bank.courses.values()))],
-                      sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def mcq_accuracy_by_strategy(rows: Iterable[dict]) -> dict[str, float]:
-    """Per strategy, the accuracy over its MCQ rows only (comparable with the chance level)."""
-    return accuracy_by_strategy([r for r in rows if r["question_type"] == "mcq"])
-
-
-def truncated_rate(rows: Iterable[dict]) -> dict[str, float]:
-    """Per strategy, the fraction of final answers cut at ``max_new_tokens`` (rows without the flag are skipped)."""
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for r in rows:
-        if r.get("truncated") is not None:
-            groups[r["strategy"]].append(bool(r["truncated"]))
-    return {s: float(np.mean(groups[s])) for s in STRATEGIES if s in groups}
-
-
-def strategy_table(rows: Sequence[dict]) -> list[dict]:
-    """One line per strategy: graded rows, accuracy, MCQ accuracy, MCQ unparseable rate, truncated rate."""
-    acc, mcq, unp, cut = (accuracy_by_strategy(rows), mcq_accuracy_by_strategy(rows), unparseable_rate(rows),
-                          truncated_rate(rows))
-    graded = Counter(r["strategy"] for r in rows if r.get("grade") is not None)
-    return [{"strategy": s, "graded": graded[s], "accuracy": acc.get(s, float("nan")),
-             "mcq_accuracy": mcq.get(s, float("nan")), "unparseable": unp.get(s, float("nan")),
-             "truncated": cut.get(s, float("nan"))} for s in STRATEGIES]
+def strategy_stats_table(rows: Sequence[dict], chance: float) -> object:
+    """:func:`~lionsnb.prompting.study.strategy_summary` of the eight strategies as a table, with the MCQ chance
+    level and the ungraded count in its title."""
+    ungraded = sum(r["grade"] is None for r in rows)
+    return table(strategy_summary(rows), title=f"Per strategy (MCQ chance level of these questions {chance:.3f}; "
+                                               f"{ungraded} of {len(rows)} answers ungraded)")
 
 
 def aggregates(rows: Sequence[dict]) -> dict[str, float]:
@@ -480,8 +353,8 @@ def aggregates(rows: Sequence[dict]) -> dict[str, float]:
 
 
 def breakdowns(rows: Sequence[dict], how: str = "mean") -> dict[str, dict]:
-    """Mean question score per kind (MCQ-1, MCQ-n, open), language, Bloom level and difficulty, with the question counts:
-    {field: {value: (score, n_questions)}}."""
+    """Mean question score per kind (MCQ-1, MCQ-n, open), language, Bloom level and difficulty, with the question
+    counts: {field: {value: (score, n_questions)}}."""
     scores = question_scores(rows, how)
     out = {}
     for by in BREAKDOWNS:
@@ -560,69 +433,6 @@ def overall_pass_rate(rows: Sequence[dict], theta: float, how: str = "mean") -> 
     return float(np.mean([s >= theta - 1e-12 for s in scores.values()])) if scores else float("nan")
 
 
-def load_average() -> str:
-    """The 1-minute load average and the CPU count (timings on a shared machine depend on it)."""
-    try:
-        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-    except (OSError, AttributeError):
-        return "unknown"
-
-
-def generation_report(backend: Backend) -> str:
-    """One line about the local model's generation in this run (nothing when every reply came from the cache)."""
-    stats = getattr(backend, "stats", None)
-    if not isinstance(backend, LocalHFBackend) or not stats or not stats.get("prompts"):
-        return "no generation in this run (every reply came from the cache, or the backend is not local)"
-    line = (f"local model: {stats['prompts']} prompts in {stats.get('generate_calls', stats['batches'])} generate "
-            f"calls, {stats['generated_tokens']} tokens generated in {stats['seconds']:.1f} s "
-            f"({backend.tokens_per_second():.1f} tokens/s, prefill included)")
-    if stats.get("padded_prompt_tokens"):
-        line += (f"; prompt tokens {stats['prompt_tokens']}, with padding {stats['padded_prompt_tokens']}")
-    return line
-
-
-def finite_or(value: Any, default: float = 0.0) -> float:
-    """``value`` as a float, or ``default`` when it is NaN/None (a measure with nothing to measure in this run)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
-
-
-# ----------------------------------------------------------------------------- tables
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "  n/a" if math.isnan(v) else f"{v:5.3f}"
-    return str(v)
-
-
-def show_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """Print ``rows`` (dicts) as an aligned text table."""
-    rows = list(rows)
-    if not rows:
-        print("(empty)")
-        return
-    columns = list(columns or rows[0].keys())
-    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
-
-
-def show_answers(rows: Sequence[dict], width: int = 70) -> None:
-    """One line per (question, strategy): parsed answer, grade, and the start of the raw reply."""
-    for r in rows:
-        text = " ".join((r.get("raw_answer") or "").split())
-        text = text[:width] + ("..." if len(text) > width else "")
-        parsed = r["parsed"] if r["question_type"] == "mcq" else (
-            f"num={r['numeric_ok']}" if r.get("numeric_gold") else f"llm={r.get('grade_label')}")
-        grade = "-" if r.get("grade") is None else f"{r['grade']:.2f}"
-        print(f"{r['question_id']:>10s} {r['strategy']:>16s} {parsed!s:>12s} {grade:>5s} | {text}")
-
-
 # ----------------------------------------------------------------------------- figures
 
 _COLORS = {"mean": "C0", "majority": "C1", "any": "C2"}
@@ -631,20 +441,22 @@ _COLORS = {"mean": "C0", "majority": "C1", "any": "C2"}
 def draw_strategies(fig, *, rows: Sequence[dict], chance: float, title: str = "") -> None:
     """Left: accuracy per strategy (all graded rows) and MCQ accuracy with the MCQ chance level. Right: the MCQ
     unparseable rate and the truncated rate per strategy."""
-    table = strategy_table(rows)
+    stats = {r["strategy"]: r for r in strategy_summary(rows)}
+    stats = [stats.get(st, dict(accuracy=np.nan, mcq_accuracy=np.nan, unparseable=np.nan, truncated=np.nan))
+             for st in STRATEGIES]
     x = np.arange(len(STRATEGIES))
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.bar(x - 0.2, [t["accuracy"] for t in table], 0.4, label="all graded answers")
-    ax1.bar(x + 0.2, [t["mcq_accuracy"] for t in table], 0.4, label="MCQ only")
+    ax1.bar(x - 0.2, [t["accuracy"] for t in stats], 0.4, label="all graded answers")
+    ax1.bar(x + 0.2, [t["mcq_accuracy"] for t in stats], 0.4, label="MCQ only")
     ax1.axhline(chance, color="k", ls="--", lw=1, label=f"MCQ chance ({chance:.2f})")
     ax1.set_xticks(x, STRATEGIES, rotation=40, ha="right")
     ax1.set_ylim(0, 1.3)
     ax1.set_yticks(np.linspace(0, 1, 6))
     label(ax1, "strategy", "accuracy", f"accuracy per strategy{title}")
     ax1.legend(ncol=2, loc="upper left", fontsize=8)
-    ax2.bar(x - 0.2, [t["unparseable"] for t in table], 0.4, color="C3", label="MCQ answer unparseable")
-    ax2.bar(x + 0.2, [0 if math.isnan(t["truncated"]) else t["truncated"] for t in table], 0.4, color="C7",
-            label="reply cut at max_new_tokens")
+    ax2.bar(x - 0.2, [t["unparseable"] for t in stats], 0.4, color="C3", label="MCQ answer unparseable")
+    ax2.bar(x + 0.2, [0 if math.isnan(t["truncated"]) else t["truncated"] for t in stats], 0.4, color="C7",
+            label="reply cut at its cap")
     ax2.set_xticks(x, STRATEGIES, rotation=40, ha="right")
     ax2.set_ylim(0, 1.3)
     ax2.set_yticks(np.linspace(0, 1, 6))
@@ -722,6 +534,76 @@ def draw_pass_explorer(fig, *, curves: Mapping[str, Mapping[str, Mapping[str, Se
     ax2.legend(fontsize=8)
 
 
+def draw_pass_overview(fig, *, scores: Mapping[str, Mapping[str, Mapping[str, float]]],
+                       theta: float) -> None:
+    """One panel per source (this run, each scripted accuracy): the share of all courses passed against the
+    threshold theta, for the mean, the majority vote and any strategy (theta dashed)."""
+    names = list(scores)
+    axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True))
+    for ax, name in zip(axes, names):
+        for how in AGGREGATIONS:
+            values = list(scores[name][how].values())
+            rates = [np.mean([v >= t - 1e-12 for v in values]) if values else np.nan for t in THETA_CURVE]
+            ax.plot(THETA_CURVE, rates, color=_COLORS[how], drawstyle="steps-post", lw=2,
+                    label={"mean": "mean", "majority": "majority vote", "any": "any strategy"}[how])
+        ax.axvline(theta, color="k", ls="--", lw=1)
+        ax.set_ylim(-0.03, 1.03)
+        n = len(scores[name]["mean"])
+        synthetic = " (synthetic)" if name.startswith("scripted") else ""
+        label(ax, "course pass threshold theta", "share of all courses passed", f"{name}{synthetic}, {n} courses")
+    axes[0].legend(fontsize=8, loc="lower left")
+
+
+def grader_table(agreement: dict, label_rate: float) -> object:
+    """The LLM grader against the numeric checker, in numbers (kappa with the reason when it is undefined)."""
+    return table({"open answers labelled by the LLM grader": label_rate,
+                  "numeric open answers": agreement["numeric_answers"],
+                  "of which labelled by the LLM grader": agreement["labelled"],
+                  "observed agreement with the checker": agreement["agreement"],
+                  "Cohen's kappa": agreement["kappa"] if agreement["kappa_defined"] else
+                  f"undefined: {agreement['reason']}"}, title="LLM grader against the numeric checker")
+
+
+def grader_replies(rows: Sequence[dict], n: int = 4) -> object:
+    """The first ``n`` grader replies of the run (what the grader wrote, the label read from it)."""
+    shown = [{"question": r["question_id"], "strategy": r["strategy"],
+              "grader reply": " ".join((r.get("grader_reply") or "").split())[:400],
+              "label read": r.get("grade_label")} for r in rows if r.get("grader_reply")][:n]
+    if not shown:
+        return table([{"grader reply": "(no grader call in this run: no open answer, or no grader)"}],
+                     title="Grader replies")
+    return table(shown, title=f"The LLM grader's replies (first {len(shown)})")
+
+
+def aggregates_table(sources: Mapping[str, Mapping[str, float]]) -> object:
+    """Mean, majority vote and any strategy per source, with the paper's GPT-4 numbers as a reference row."""
+    rows = [{"who answers": name, **{how: agg[how] for how in AGGREGATIONS}} for name, agg in sources.items()]
+    rows.append({"who answers": "the paper, GPT-4 (abstract)", "mean": PAPER["gpt4_mean"], "majority": None,
+                 "any": PAPER["gpt4_any"]})
+    return table(rows, title="Question score averaged over questions")
+
+
+def breakdowns_table(parts: Mapping[str, Mapping[str, Mapping[Any, tuple]]]) -> object:
+    """Every breakdown of every source: score and question count per value."""
+    rows = []
+    for name, fields in parts.items():
+        for by, values in fields.items():
+            for value, (score, n) in values.items():
+                rows.append({"source": name, "by": by, "value": value, "mean question score": score,
+                             "questions": n})
+    return table(rows, title="Breakdowns (mean over strategies)")
+
+
+def identity_table(checks: Mapping[str, Mapping[str, int]], rates: Mapping[str, Mapping[str, float]],
+                   theta: float) -> object:
+    """Per source: the identity counts (0 = they hold) and the share of courses passed at theta."""
+    return table([{"source": name, "questions with mean > any": c["mean_above_any"],
+                   "questions with majority > any": c["majority_above_any"],
+                   "pass-rate increases along theta": c["pass_rate_increases"],
+                   **{f"passed at theta {theta:g}, {how}": rates[name][how] for how in AGGREGATIONS}}
+                  for name, c in checks.items()], title="Identities and pass rates")
+
+
 # ----------------------------------------------------------------------------- exercises
 
 def any_strategy_accuracy(grades: Sequence[Sequence[float]]) -> float:
@@ -732,22 +614,10 @@ def any_strategy_accuracy(grades: Sequence[Sequence[float]]) -> float:
 
 def majority_vote_grade(answers: Sequence[tuple | None], gold: tuple) -> float:
     """Reference: the grade (exact set match, 0/1) of the most frequent parsed answer among ``answers`` (one per
-    strategy, in strategy order; None = unparseable, not a vote); ties go to the answer given first; no vote = 0."""
-    votes = [tuple(sorted(a)) for a in answers if a is not None]
-    if not votes:
-        return 0.0
-    counts = Counter(votes)
-    top = max(counts.values())
-    winner = next(v for v in votes if counts[v] == top)
-    return float(set(winner) == set(gold))
-
-
-def pass_rate_at(course_scores_: Mapping[str, float], program_of: Mapping[str, str], theta: float) -> dict:
-    """Reference: per program, the fraction of its courses whose score is >= theta."""
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for course, score in course_scores_.items():
-        groups[program_of[course]].append(score >= theta)
-    return {p: float(np.mean(v)) for p, v in sorted(groups.items())}
+    strategy, in strategy order; None = unparseable, not a vote); ties go to the answer given first; no vote = 0.
+    The vote is the package's :func:`~lionsnb.prompting.strategies.majority_vote` (answers compared as sets)."""
+    winner, _ = majority_vote([tuple(sorted(a)) if a is not None else None for a in answers])
+    return 0.0 if winner is None else float(set(winner) == set(gold))
 
 
 def _grade_tables():
@@ -785,8 +655,48 @@ def _pass_cases():
 
 
 def check_exercise_pass_rate(attempt, ctx=None) -> ExerciseResult:
-    return check_exercise("pass rate at a threshold", attempt, pass_rate_at, _pass_cases(), ctx=ctx,
+    return check_exercise("pass rate at a threshold", attempt, program_pass_rates, _pass_cases(), ctx=ctx,
                           compare=lambda got, exp: isinstance(got, Mapping) and set(got) == set(exp) and all(
                               abs(float(got[k]) - exp[k]) < 1e-9 for k in exp),
                           hint="a course passes when its score is >= theta (a score equal to theta passes); "
                                "return {program: fraction}")
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summary_table(*, n_questions: int, model: str, rows: Sequence[dict], chance: float, local_agg: Mapping[str, float],
+                  label_rate: float, agreement: dict, scripted_agg: Mapping[float, Mapping[str, float]],
+                  violations: Mapping[str, int]) -> object:
+    """What the run measured, recomputed from its results."""
+    mcq = [r["grade"] for r in rows if r["question_type"] == "mcq"]
+    cut = truncated_rate(rows)
+    return table({
+        "questions x strategies": f"{n_questions} x {len(STRATEGIES)} with {model}",
+        "MCQ accuracy": float(np.mean(mcq)) if mcq else None, "MCQ chance level": chance,
+        "mean / majority / any strategy": [local_agg["mean"], local_agg["majority"], local_agg["any"]],
+        "the paper, GPT-4: mean / any": [PAPER["gpt4_mean"], PAPER["gpt4_any"]],
+        "MCQ answers unparseable (mean over strategies)": float(np.mean(list(unparseable_rate(rows).values())))
+        if mcq else None,
+        "final answers cut at their cap (mean over strategies)": float(np.mean(list(cut.values()))) if cut else None,
+        "LLM grader: open answers labelled": label_rate,
+        "LLM grader: kappa with the checker": agreement["kappa"] if agreement["kappa_defined"] else "undefined",
+        **{f"scripted {a:g} (synthetic): mean / any": [v["mean"], v["any"]] for a, v in scripted_agg.items()},
+        "identity violations (mean > any, majority > any, rising pass rates)":
+            [violations["mean_above_any"], violations["majority_above_any"], violations["pass_rate_increases"]],
+    }, title="What this run measured")
+
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "PAPER", "AGGREGATIONS", "THETA_CURVE", "THETA_SLIDER", "BREAKDOWNS",
+    "load_bank", "questions_for", "choose_questions", "shortest_questions", "prompt_chars", "calls_per_question",
+    "questions_table", "toy_rows", "TOY_EXPECTED", "question_scores", "unparseable_rate", "chance_level",
+    "oracle_chance_level", "split_by_padding", "make_backend", "decoding_settings", "response_dir", "run_caps",
+    "settings_rows", "run_local_study", "study_table", "primary_rows", "replies_table", "strategy_summary",
+    "strategy_stats_table", "draw_strategies", "figure_or_replies", "nothing_to_show", "grader_agreement",
+    "llm_label_rate", "grader_table", "grader_replies", "scripted_study", "aggregates", "aggregates_table",
+    "draw_aggregates", "breakdowns", "breakdowns_table", "draw_breakdowns", "pass_curves", "course_scores",
+    "identity_checks", "overall_pass_rate", "identity_table", "draw_pass_overview", "draw_pass_explorer", "rate_at",
+    "any_strategy_accuracy", "check_exercise_any", "majority_vote_grade", "check_exercise_majority",
+    "check_exercise_pass_rate", "program_pass_rates", "truncated_rate", "finite_or", "summary_table", "summary",
+    "figure", "label", "explore", "show_source", "table", "run_study", "STRATEGIES", "load_average",
+]

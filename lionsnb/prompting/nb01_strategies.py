@@ -1,44 +1,50 @@
-"""Notebook 1 of the prompting series: the eight strategies, message by message, and how answers are graded.
+"""Backs ``notebooks/prompting/01_strategies.ipynb``: the eight strategies, message by message, and how answers are
+read and graded.
 
 Borges et al., "Could ChatGPT get an engineering degree?", PNAS 121(49) e2414955121 (2024), arXiv 2408.11841,
-asked GPT-3.5 and GPT-4 their course questions with eight prompting strategies. This module serves the notebook
-that takes **one** question of the project's bank and shows
+asked GPT-3.5 and GPT-4 their course questions with eight prompting strategies. The notebook takes **one** question
+of the project's bank and shows
 
 * the exact chat messages each strategy sends (roles, demonstrations, option labels, closing format), built by the
   pure functions of :mod:`lionsnb.prompting.strategies`, so the question/strategy dropdowns need no model;
 * every call of the multi-call strategies (self-refine, expert prompting), with placeholders for the model's replies;
 * the same question asked in a French course (instructions and persona switch language, the body does not);
-* the assistant's answers (local SmolLM2, the scripted stand-in or an OpenAI-compatible endpoint) through
-  :func:`lionsnb.prompting.study.run_study`, cached under the notebook's cache folder, with the raw answer, the
-  parsed answer and the grade per strategy;
-* the MCQ answer extractor on tricky outputs, and the open-answer grading: the four grader labels, the
-  label -> points mapping (ours: the release does not contain it) and the numeric checker.
+* the assistant's answers (the local model, the scripted stand-in or an OpenAI-compatible endpoint) through
+  :func:`lionsnb.prompting.study.run_study`, with room to finish (reasoning strategies get more tokens), cached;
+* the MCQ answer extractor on tricky outputs (the local model's real replies among them), and the open-answer
+  grading: the four grader labels, the label -> points mapping (ours: the release does not contain it) and the
+  numeric checker.
+
+The algorithms live in the core modules of :mod:`lionsnb.prompting`; this module arranges them for the notebook.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import html
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_html, show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.prompting.backends import (
-    DETERMINISTIC,
-    PAPER_DECODING,
-    LocalHFBackend,
-    OpenAICompatibleBackend,
-    ScriptedBackend,
+from lionsnb.plotting import figure, label
+from lionsnb.prompting.assistant import (
+    assistant_knobs,
+    decoding_settings,
+    generation_note,
+    make_backend,
+    mark_truncated,
+    reply_caps,
+    response_dir,
+    run_caps,
+    settings_rows,
+    tokenizer_for,
 )
 from lionsnb.prompting.bank import Bank, Course, Question, load_bank
 from lionsnb.prompting.grading import (
@@ -48,7 +54,6 @@ from lionsnb.prompting.grading import (
     check_numeric,
     extract_grade_label,
     extract_mcq,
-    grade_mcq,
     grader_messages,
     label_points,
     parse_numbers,
@@ -65,43 +70,46 @@ from lionsnb.prompting.strategies import (
     strategy_plan,
 )
 from lionsnb.prompting.study import DEMO_COUNTS, run_study
-from lionsnb.display import show_html  # noqa: F401
-from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.prompting.views import figure_or_replies, labels_of, replies_table
+from lionsnb.widgets import explore, is_headless
 
 Messages = list[dict[str, str]]
 
-BACKENDS = ("local", "scripted", "endpoint")
-DECODINGS = ("deterministic", "paper")
-#: the scripted stand-in's settings (it knows the answer key; right with this probability)
-SCRIPTED_ACCURACY = 0.6
-SCRIPTED_MALFORMED = 0.1
-
 SPEC = MethodSpec(
-    name="prompting.explore_strategies",
+    name="prompting.nb01_strategies",
     title="Prompting 1: the eight strategies, message by message, and how answers are read and graded",
     profiles={
-        # run_strategies: the strategies the assistant answers the chosen question with; max_new_tokens: reply cap
-        # of the local model; endpoint_max_tokens: reply cap sent to an endpoint; batch_size: prompts per generate
-        "smoke": dict(run_strategies=("zero_shot", "tree_of_thought"), max_new_tokens=24, endpoint_max_tokens=256,
-                      batch_size=8),
-        "teach": dict(run_strategies=STRATEGIES, max_new_tokens=48, endpoint_max_tokens=1024, batch_size=8),
-        "full": dict(run_strategies=STRATEGIES, max_new_tokens=256, endpoint_max_tokens=2048, batch_size=8),
+        # run_strategies: the strategies the assistant answers the chosen question with; direct_tokens /
+        # reasoning_tokens: the local model's reply caps for direct answers and for the strategies that reason first
+        # (replies that finish earlier stop there); endpoint_max_tokens: reply cap sent to an endpoint;
+        # batch_size: prompts per generate; padded_tokens: at most this many padded prompt tokens per generate
+        "smoke": dict(run_strategies=("zero_shot", "tree_of_thought"), direct_tokens=64, reasoning_tokens=160,
+                      endpoint_max_tokens=256, batch_size=8, padded_tokens=2048),
+        "teach": dict(run_strategies=STRATEGIES, direct_tokens=96, reasoning_tokens=256, endpoint_max_tokens=1024,
+                      batch_size=8, padded_tokens=2048),
+        "full": dict(run_strategies=STRATEGIES, direct_tokens=256, reasoning_tokens=1024, endpoint_max_tokens=2048,
+                     batch_size=8, padded_tokens=8192),
     },
     knobs={
         "question_id": Knob("ME-251-01", "the question shown and run: an id of the project bank, e.g. CS-101-02",
                             str),
         "strategy": Knob("cot_zero_shot", "the strategy whose messages are shown first", str, choices=STRATEGIES),
-        "backend": Knob("local", "who answers: local (SmolLM2-135M offline), scripted (instant stand-in) or "
-                        "endpoint (OpenAI-compatible HTTP server)", str, choices=BACKENDS),
-        "decoding": Knob("deterministic", "deterministic (greedy, temperature 0) or paper (T 0.8, frequency "
-                         "penalty 0.8, presence penalty 0.5)", str, choices=DECODINGS),
-        "base_url": Knob("http://127.0.0.1:8000/v1", "the endpoint's base URL (BACKEND endpoint only)", str),
-        "endpoint_model": Knob("gpt-4o-mini", "the model name sent to the endpoint", str),
-        "api_key_env": Knob("OPENAI_API_KEY", "the NAME of the environment variable that holds the API key; empty "
-                            "for a server without authentication", str),
+        **assistant_knobs(),
     },
 )
 setup = setup_for(SPEC)
+
+#: model answers of the exercises without code (for teachers; `lionsnb answers prompting_strategies` prints them)
+MODEL_ANSWERS = {
+    4: "Reading the run's table: the reasoning strategies (chain of thought, tree of thought, metacognitive "
+       "prompting, self-refine) write several times more tokens than zero-shot before they commit, which is why "
+       "they get a larger reply cap; a reply marked 'cut' stopped at that cap and may not have reached its answer "
+       "yet, so its 'unparseable' says more about the cap than about the model. A small model also tends to end a "
+       "chain of thought with a sentence that restates an option's text ('... is 67%.') instead of the requested "
+       "label; the extractor reads such a closing statement (rule 4), but not an option list copied back, which "
+       "stays unparseable. With a larger model behind an endpoint the replies follow the requested formats and the "
+       "cap is rarely reached.",
+}
 
 
 # ============================================================================= the bank and one question
@@ -138,21 +146,22 @@ def as_french(course: Course) -> Course:
     return dataclasses.replace(course, course_language="French")
 
 
-def describe_question(bank: Bank, question: Question) -> str:
-    """A few lines about the question: id, course, kind, difficulty, options with the correct ones marked."""
+def question_table(bank: Bank, question: Question):
+    """The question as a table: course, kind, difficulty, body, options (the correct ones marked) or gold answer."""
     c = bank.course_of(question)
-    lines = [f"{question.question_id} | {c.course_name} ({c.course_program}, {c.course_year}, {c.course_language}) | "
-             f"{question.kind} | difficulty {question.question_difficulty} | Bloom {question.blooms_rating}",
-             f"body: {question.question_body}"]
+    rows: dict[str, Any] = {
+        "question": question.question_id,
+        "course": f"{c.course_name} ({c.course_program}, {c.course_year}, {c.course_language})",
+        "kind": question.kind, "difficulty": question.question_difficulty, "Bloom level": question.blooms_rating,
+        "body": question.question_body}
     for i, option in enumerate(question.question_options):
-        mark = "*" if i in question.mcq_answer_index else " "
-        lines.append(f"  {mark} option {i + 1}: {option}")
+        rows[f"option {i + 1}"] = option + ("   (correct)" if i in question.mcq_answer_index else "")
     if not question.is_mcq:
-        lines.append(f"  gold answer: {question.question_answer}")
+        rows["gold answer"] = question.question_answer
         if question.numeric_answer is not None:
-            lines.append(f"  numeric gold: {question.numeric_answer:g} (relative tolerance "
-                         f"{question.numeric_tolerance:g})")
-    return "\n".join(lines)
+            rows["numeric gold"] = f"{question.numeric_answer:g} (relative tolerance {question.numeric_tolerance:g})"
+    return table(rows, title=f"The question of this notebook (one of the bank's {len(bank)} questions in "
+                             f"{len(bank.courses)} courses)")
 
 
 # ============================================================================= every call of a plan
@@ -340,25 +349,6 @@ def strategy_table(bank: Bank, question: Question, course: Course | None = None)
     return rows
 
 
-def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, max_chars: int = 160) -> str:
-    """A plain HTML table of ``rows`` (dicts) over ``columns``; long cells are cut at ``max_chars``."""
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            text = f"{v:.3g}"
-        elif v is None:
-            text = "-"
-        else:
-            text = str(v)
-        if len(text) > max_chars:
-            text = text[:max_chars - 1] + "…"
-        return html.escape(text).replace("\n", "<br>")
-
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{cell(r.get(c))}</td>"
-                                    for c in columns) + "</tr>" for r in rows)
-    return f"<table style='font-size:90%'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def first_user_line(messages: Messages) -> str:
     """The first line of the last user turn (the instruction line of most strategies)."""
     users = [m["content"] for m in messages if m["role"] == "user"]
@@ -381,6 +371,17 @@ def french_comparison(bank: Bank, question: Question, strategy: str) -> dict[str
             "persona_own": en[0]["content"] if en[0]["role"] == "system" else "",
             "persona_french": fr[0]["content"] if fr[0]["role"] == "system" else "",
             "same_roles": roles(en) == roles(fr), "body_unchanged": body_in_both, "differs": en != fr}
+
+
+def french_table(fc: dict[str, Any]):
+    """The first call in the course's own language and in French, side by side: what changes, what does not."""
+    rows = [{"": "instruction (first line)", fc["own_language"]: fc["instruction_own"],
+             "French": fc["instruction_french"]}]
+    if fc["persona_own"]:
+        rows.append({"": "system persona", fc["own_language"]: fc["persona_own"], "French": fc["persona_french"]})
+    rows.append({"": "same roles, body unchanged, messages differ", fc["own_language"]: "",
+                 "French": f"{fc['same_roles']}, {fc['body_unchanged']}, {fc['differs']}"})
+    return table(rows, title="The same question in a French course")
 
 
 def prompt_costs(bank: Bank) -> dict[str, dict[str, np.ndarray]]:
@@ -419,7 +420,8 @@ def draw_prompt_cost(fig, *, costs: dict[str, dict[str, np.ndarray]], strategy: 
     label(ax1, "characters sent per question (median over the bank, all calls)", "strategy",
           "prompt cost by strategy")
     data = costs[strategy]
-    bins = np.linspace(0, max(float(data["total_chars"].max()), 1.0), 25)
+    top = max(float(costs[s]["total_chars"].max()) for s in names)  # one scale for every strategy
+    bins = np.linspace(0, max(top, 1.0), 40)
     for kind, colour in _KIND_COLOURS.items():
         sel = data["kind"] == kind
         if sel.any():
@@ -431,124 +433,85 @@ def draw_prompt_cost(fig, *, costs: dict[str, dict[str, np.ndarray]], strategy: 
 # ============================================================================= backends and the run
 
 
-def decoding_settings(name: str) -> dict[str, float]:
-    """``deterministic`` -> greedy (T = 0); ``paper`` -> the paper's sampling settings."""
-    if name not in DECODINGS:
-        raise ValueError(f"DECODING = {name!r}: use one of {', '.join(DECODINGS)}")
-    return dict(DETERMINISTIC if name == "deterministic" else PAPER_DECODING)
-
-
-def make_backend(kind: str, *, bank: Bank, sizes, seed: int = 0, device: Any = "cpu", base_url: str = "",
-                 endpoint_model: str = "", api_key_env: str = "OPENAI_API_KEY"):
-    """The backend a notebook runs with.
-
-    * ``local``: SmolLM2-135M-Instruct offline (:class:`LocalHFBackend`, loaded on its first call, so a run whose
-      replies are all cached never loads it), ``sizes.max_new_tokens`` and ``sizes.batch_size``;
-    * ``scripted``: :class:`ScriptedBackend` that knows ``bank``'s answers (right with probability
-      :data:`SCRIPTED_ACCURACY`, malformed with :data:`SCRIPTED_MALFORMED`); instant, for checks and demos;
-    * ``endpoint``: :class:`OpenAICompatibleBackend` at ``base_url`` with ``endpoint_model``; the key is read from
-      the environment variable NAMED ``api_key_env`` (empty name: no key), never stored or printed.
-    """
-    if kind == "local":
-        return LocalHFBackend(None, max_new_tokens=int(sizes.max_new_tokens), batch_size=int(sizes.batch_size),
-                              device=device, seed=seed)
-    if kind == "scripted":
-        return ScriptedBackend.from_bank(bank, seed=seed, accuracy=SCRIPTED_ACCURACY,
-                                         malformed_rate=SCRIPTED_MALFORMED)
-    if kind == "endpoint":
-        return OpenAICompatibleBackend(base_url, endpoint_model, api_key_env or None,
-                                       max_tokens=int(sizes.endpoint_max_tokens), seed=seed)
-    raise ValueError(f"BACKEND = {kind!r}: use one of {', '.join(BACKENDS)}")
-
-
-def describe_backend(backend) -> str:
-    """One line naming the backend (from its identity, which never holds a key)."""
-    ident = {k: v for k, v in backend.identity().items() if k not in ("answer_key",)}
-    return ", ".join(f"{k}={v}" for k, v in ident.items())
-
-
-def response_dir(ctx) -> Path:
-    """Where the study's :class:`~lionsnb.prompting.backends.ResponseCache` lives: a folder of the notebook's cache
-    (``<LIONSNB_CACHE>/<method>/responses``); a fresh temporary folder when caching is off (LIONSNB_NO_CACHE)."""
-    if not getattr(ctx.cache, "enabled", True):
-        return Path(tempfile.mkdtemp(prefix="lionsnb-responses-"))
-    path = Path(ctx.cache.root) / ctx.method.name / "responses"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def run_question(backend, bank: Bank, question: Question, strategies: Sequence[str], cache_dir: str | os.PathLike,
-                 decoding: dict, *, progress: bool = True) -> dict[str, Any]:
-    """``run_study`` on one question with ``strategies``: the rows, wall seconds, calls made and calls served from
-    the cache (``cached_calls``)."""
+def run_question(backend, bank: Bank, question: Question, strategies: Sequence[str], cache_dir, decoding: dict,
+                 max_tokens: dict[str, int] | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """``run_study`` on one question with ``strategies`` (reply caps ``max_tokens`` per strategy): the rows, wall
+    seconds, calls made and calls served from the cache (``cached_calls``); the rows carry ``reply_tokens`` and
+    ``truncated`` (stopped at the cap) when the backend is the local model."""
     start = time.perf_counter()
     rows = run_study([question], list(strategies), backend, cache_dir, bank=bank, decoding=decoding,
-                     progress=progress)
+                     max_tokens=max_tokens, progress=progress)
     seconds = time.perf_counter() - start
+    rows = mark_truncated(rows, tokenizer_for(backend))
     calls = sum(int(r["calls"]) for r in rows)
     cached = sum(int(r["cached_calls"]) for r in rows)
     return {"rows": rows, "seconds": seconds, "calls": calls, "cached_calls": cached, "new_calls": calls - cached}
 
 
-def generation_note(backend) -> str:
-    """For the local model: prompts, generated tokens and tokens per second of this session's generation; else ""."""
-    stats = getattr(backend, "stats", None)
-    if not stats or not stats.get("seconds"):
-        return ""
-    return (f"local generation: {stats['prompts']} prompts in {stats['batches']} batch(es), "
-            f"{stats['generated_tokens']} tokens in {stats['seconds']:.1f} s "
-            f"({stats['generated_tokens'] / stats['seconds']:.1f} tokens/s on this machine)")
-
-
-def labels_of(indices: Sequence[int] | None, style: str) -> str:
-    """Option indices written in a strategy's labels ("2", "B", "[B]"); "-" for none (unparseable)."""
-    if indices is None:
-        return "-"
-    if style == "number":
-        return ", ".join(str(i + 1) for i in indices)
-    text = ", ".join(LETTERS[i] for i in indices)
-    return f"[{text}]" if style == "bracket" else text
-
-
-def result_rows(rows: Sequence[dict], question: Question) -> list[dict[str, Any]]:
-    """The run's rows for display: strategy, calls (from cache), raw answer, parsed answer and gold in the
-    strategy's labels, grade (None: ungraded)."""
-    out = []
-    for r in rows:
-        style = LABEL_STYLE[r["strategy"]]
-        if question.is_mcq:
-            parsed = labels_of(r["parsed"], style)
-            gold = labels_of(sorted(question.mcq_answer_index), style)
-        else:
-            parsed = "(open answer)" if r["numeric_ok"] is None else f"numeric check: {r['numeric_ok']}"
-            gold = question.question_answer
-        out.append({"strategy": r["strategy"], "calls": f"{r['calls']} ({r['cached_calls']} cached)",
-                    "raw answer": r["raw_answer"], "parsed": parsed, "gold": gold, "grade": r["grade"]})
-    return out
+def run_table(run: dict[str, Any], rerun: dict[str, Any] | None = None):
+    """Calls, how many were generated and how many read from the cache, and the time: the run and its rerun."""
+    rows = [{"run": "first run", "calls": run["calls"], "generated now": run["new_calls"],
+             "read from the cache": run["cached_calls"], "seconds": run["seconds"]}]
+    if rerun is not None:
+        rows.append({"run": "the same run again", "calls": rerun["calls"], "generated now": rerun["new_calls"],
+                     "read from the cache": rerun["cached_calls"], "seconds": rerun["seconds"]})
+    return table(rows, title="Model calls of the run")
 
 
 def draw_run(fig, *, rows: Sequence[dict], question: Question) -> None:
-    """Left: the grade of each strategy's answer (hatched: unparseable MCQ answer). Right: the reply length."""
-    ax1, ax2 = fig.subplots(1, 2)
+    """Left: what each strategy answered (MCQ: the option read from its reply, gold options shaded, 'none' for an
+    unreadable reply; open: its grade). Right: the reply's tokens against its cap (red: cut at the cap)."""
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
     names = [r["strategy"] for r in rows]
-    grades = [np.nan if r["grade"] is None else float(r["grade"]) for r in rows]
     y = np.arange(len(names))
-    for i, r in enumerate(rows):
-        unparsed = question.is_mcq and r["parsed"] is None
-        height = grades[i] if np.isfinite(grades[i]) else 0.0
-        colour = "#c0392b" if unparsed else "#1e8449" if height >= 0.999 else "#7f8c8d" if height <= 0 else "#2471a3"
-        ax1.barh(i, max(height, 0.02), color=colour, hatch="//" if unparsed else None, alpha=0.85)
-        note = "unparseable" if unparsed else ("ungraded" if r["grade"] is None else f"{height:g}")
-        ax1.text(max(height, 0.02) + 0.02, i, note, va="center", fontsize=8)
+    if question.is_mcq:
+        n = len(question.question_options)
+        for g in question.mcq_answer_index:
+            ax1.axvspan(g - 0.4, g + 0.4, color="#1e8449", alpha=0.18, lw=0)
+        for i, r in enumerate(rows):
+            picked = r.get("parsed")
+            if picked is None:
+                ax1.plot([n], [i], "x", color="#c0392b", ms=10, mew=2)
+            else:
+                right = set(picked) == set(question.mcq_answer_index)
+                ax1.plot(list(picked), [i] * len(picked), "o", color="#1e8449" if right else "#2471a3", ms=10)
+        ax1.set_xticks(list(range(n + 1)), [f"{k + 1}. {question.question_options[k][:14]}" for k in range(n)]
+                      + ["none\n(unreadable)"], fontsize=8)
+        ax1.set_xlim(-0.6, n + 0.6)
+        label(ax1, "option read from the reply (shaded: the correct one; numbered as in zero-shot)", "strategy",
+              f"{question.question_id}: what each strategy answered")
+    else:
+        grades = [np.nan if r["grade"] is None else float(r["grade"]) for r in rows]
+        ax1.barh(y, [0 if np.isnan(g) else max(g, 0.02) for g in grades], color="#2471a3")
+        for i, g in enumerate(grades):
+            ax1.text(0.03 if np.isnan(g) else max(g, 0.02) + 0.02, i, "ungraded" if np.isnan(g) else f"{g:g}",
+                     va="center", fontsize=8)
+        ax1.set_xlim(0, 1.3)
+        label(ax1, "grade (0 = wrong, 1 = right)", "strategy", f"{question.question_id}: grade per strategy")
     ax1.set_yticks(y, names)
+    ax1.set_ylim(-0.6, len(names) - 0.4)
     ax1.invert_yaxis()
-    ax1.set_xlim(0, 1.35)
-    label(ax1, "grade (0 = wrong, 1 = right)", "strategy", f"{question.question_id}: grade per strategy")
-    lengths = [len(r["raw_answer"]) for r in rows]
-    ax2.barh(y, lengths, color="#7f8c8d")
+    tokens = [r.get("reply_tokens") for r in rows]
+    if all(t is not None for t in tokens):
+        caps = [r.get("max_tokens") or 0 for r in rows]
+        ax2.barh(y, tokens, color=["#c0392b" if r.get("truncated") else "#7f8c8d" for r in rows])
+        ax2.plot(caps, y, "|", color="k", ms=14, mew=2, label="reply cap")
+        ax2.legend(loc="lower right", fontsize=8)
+        label(ax2, "tokens in the final answer (red: cut at the cap)", "strategy", "room to finish")
+    else:
+        ax2.barh(y, [len(r["raw_answer"]) for r in rows], color="#7f8c8d")
+        label(ax2, "characters in the final answer", "strategy", "reply length")
     ax2.set_yticks(y, names)
+    ax2.set_ylim(-0.6, len(names) - 0.4)
     ax2.invert_yaxis()
-    label(ax2, "characters in the final answer", "strategy", "reply length")
+
+
+def run_figure(rows: Sequence[dict], question: Question):
+    """The run's figure (:func:`draw_run`); for an open question whose answers all scored 0 or could not be graded,
+    the note and the raw replies instead (an MCQ figure always shows which options were read)."""
+    reason = None if not question.is_mcq else ""
+    return figure_or_replies(draw_run, (12, 3.9), replies=rows, questions=[question], reason=reason, rows=rows,
+                             question=question)
 
 
 # ============================================================================= extraction and grading demos
@@ -578,7 +541,14 @@ TRICKY_OUTPUTS = (
     ("bracket", True, "My final answers are [A, C]", (0, 2), "a bracketed list"),
     ("bracket", False, "Ma réponse finale est [B]", (1,), "the French closing sentence"),
     ("bracket", False, "The efficiency is 1 - T_C/T_H = 0.5, so [B]", (1,), "the last bracketed label"),
-    ("letter", False, "A wave of heat... the efficiency is 50 %", None, "'A' starts a sentence; no answer given"),
+    ("letter", False, "A wave of heat... hard to say without the losses.", None,
+     "'A' starts a sentence; no answer given"),
+    # the local model's own replies to this question (SmolLM2-135M-Instruct, greedy)
+    ("number", False, "1. 25%", (0,), "the model's one-shot reply: '25%' is the option '25 %'"),
+    ("letter", False, "The maximum efficiency of a heat engine operating between reservoirs at 600 K and 300 K is "
+                      "67%.", (2,), "the model's chain-of-thought reply ends by stating an option's text"),
+    ("letter", False, "The maximum efficiency of a heat engine operating between reservoirs at 600 K and 300 K is "
+                      "25%.\nC: 67%\nD: 100%", None, "a statement, then more option lines: no conclusion"),
 )
 
 
@@ -592,6 +562,12 @@ def extraction_demo(cases: Sequence[tuple] = TRICKY_OUTPUTS, options: Sequence[s
                      "expected": labels_of(expected, style), "agree": got == (tuple(expected) if expected else None),
                      "why": why})
     return rows
+
+
+def extraction_table(rows: Sequence[dict[str, Any]]):
+    """:func:`extraction_demo` as a table, with the agreement in its title."""
+    agree = sum(r["agree"] for r in rows)
+    return table(rows, title=f"extract_mcq on tricky replies: {agree} of {len(rows)} read as the rules say")
 
 
 #: grader replies and the label they carry (None: no single label)
@@ -742,24 +718,52 @@ def zero_shot_cases(bank: Bank) -> list[tuple[Question]]:
     return [(next(q for q in english if q.kind == kind),) for kind in ("mcq_single", "mcq_multiple", "open_answer")]
 
 
-def check_exercise_zero_shot(attempt: Callable, bank: Bank, ctx=None) -> ExerciseResult:
+def check_exercise_zero_shot(attempt: Callable, bank: Bank | None = None, ctx=None) -> ExerciseResult:
     """Exercise 3: build the zero-shot message list. Your wording of the instruction is free; the check compares
     the structure (:func:`zero_shot_structure`): one user turn, an instruction line, the body, then the options as
-    "k. text" lines in order."""
+    "k. text" lines in order. The cases come from ``bank`` (default: the project's bank)."""
+    bank = bank if bank is not None else project_bank()
     return check_exercise("zero-shot messages", attempt, zero_shot_reference, zero_shot_cases(bank),
                           compare=lambda got, expected: zero_shot_structure(got) == zero_shot_structure(expected),
                           ctx=ctx, hint="one user message: an instruction line, a newline, the body, then one line "
                                         "'k. option' per option (k from 1); no system message")
 
 
+
+
+# ============================================================================= summary
+
+
+def summary_table(table_rows: Sequence[dict], run: dict[str, Any], rerun: dict[str, Any], question: Question,
+                  agreements: dict[str, float]):
+    """What the run measured, recomputed from its results."""
+    rows = run["rows"]
+    graded = [r["grade"] for r in rows if r["grade"] is not None]
+    cut = [r for r in rows if r.get("truncated")]
+    return table({
+        "question": f"{question.question_id} ({question.kind})",
+        "strategies built without a model": len(table_rows),
+        "calls per question, all 8 strategies": sum(r["calls"] for r in table_rows),
+        "first calls with a system persona": sum(r["system_persona"] for r in table_rows),
+        "strategies run": len(rows),
+        "readable answers": sum(r["parseable"] for r in rows),
+        "replies cut at their cap": len(cut) if any(r.get("reply_tokens") is not None for r in rows) else "-",
+        "mean grade (one question: an anecdote)": sum(graded) / len(graded) if graded else None,
+        "rerun: calls served from the cache": f"{rerun['cached_calls']} of {rerun['calls']}",
+        **{f"agreement: {k}": v for k, v in agreements.items()},
+    }, title="What this run measured")
+
+
 __all__ = [
-    "SPEC", "setup", "project_bank", "get_question", "demos_for", "as_french", "describe_question", "plan_calls",
-    "placeholder_reply", "calls_html", "strategy_html", "show_html", "MessageExplorer", "message_explorer",
-    "strategy_table", "table_html", "french_comparison", "prompt_costs", "draw_prompt_cost", "decoding_settings",
-    "make_backend", "describe_backend", "response_dir", "run_question", "generation_note", "labels_of", "result_rows", "draw_run",
-    "DEMO_OPTIONS", "TRICKY_OUTPUTS", "extraction_demo", "GRADER_REPLIES", "grade_label_demo", "numeric_cases",
+    "SPEC", "setup", "MODEL_ANSWERS", "project_bank", "get_question", "demos_for", "as_french", "question_table",
+    "placeholder_reply", "plan_calls", "calls_html", "strategy_html", "show_html", "MessageExplorer",
+    "message_explorer", "strategy_table", "french_comparison", "french_table", "prompt_costs", "draw_prompt_cost",
+    "decoding_settings", "make_backend", "reply_caps", "run_caps", "response_dir", "settings_rows", "run_question",
+    "run_table", "generation_note", "labels_of", "replies_table", "draw_run", "run_figure", "DEMO_OPTIONS",
+    "TRICKY_OUTPUTS", "extraction_demo", "extraction_table", "GRADER_REPLIES", "grade_label_demo", "numeric_cases",
     "numeric_demo", "open_example", "bracket_answer", "check_exercise_bracket", "points_from_label",
     "check_exercise_points", "zero_shot_reference", "zero_shot_structure", "check_exercise_zero_shot",
-    "figure", "label", "explore", "check_exercise", "np", "STRATEGIES", "LABEL_STYLE", "DEFAULT_POINTS",
-    "GRADE_LABELS", "grader_messages", "build_messages", "grade_mcq", "parse_numbers",
+    "summary_table", "figure", "label", "explore", "show_source", "table", "STRATEGIES", "LABEL_STYLE",
+    "DEFAULT_POINTS", "GRADE_LABELS", "grader_messages", "build_messages", "strategy_plan", "extract_mcq",
+    "parse_numbers",
 ]
