@@ -16,7 +16,7 @@ STAMP := $(VENV)/.lionsnb-installed
 # Two OpenMP threads that spin-wait on a busy 2-core machine run 6-20x slower than one: wait passively.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test lab list doctor clean
+.PHONY: install run test test-fast lint lab list doctor clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "lionsnb needs Python >= 3.10; run make PYTHON=python3.x")'
@@ -35,8 +35,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/lionsnb run --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --out $(OUT) --report $(REPORT) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the inner loop: unit and hygiene tests, without executing notebooks and without loading the real LLM (< 2 min)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebooks and not llm" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -5,8 +5,8 @@ The top-level import is deliberately light (no torch) so that the command line
 
 Notebooks start with::
 
-    import lionsnb.sharpness as sh
-    ctx = sh.setup(PROFILE, seed=SEED, device=DEVICE, metrics_path=METRICS_PATH, lr=LR)
+    import lionsnb.sharpness.nb00_start_here as m
+    ctx = m.setup(PROFILE, seed=SEED, device=DEVICE, metrics_path=METRICS_PATH, lr=LR)
 
 The OpenMP wait policy is set here, before anything can import torch: two threads
 that spin-wait on a loaded 2-core machine run 6-20x slower than one thread.

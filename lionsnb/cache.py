@@ -8,13 +8,17 @@ or unreadable entry is recomputed with a warning, never a crash.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
+import inspect
 import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,7 +44,13 @@ def default_cache_dir() -> Path:
 
 
 def _canonical(value: Any) -> Any:
-    """A JSON-able, order-independent form of a cache key (floats by repr, tensors by content)."""
+    """A JSON-able, order-independent form of a cache key.
+
+    Numbers, strings, booleans and None stand for themselves (floats by repr); lists, tuples and dicts are walked;
+    arrays and tensors count by content (dtype, shape, sha256 of the bytes); a torch module by its class and the
+    content of its state dict; a dataclass by its class and fields; any object with a ``cache_token()`` method by
+    what that returns (e.g. a model loaded from a hub id returns the id and the dtype).
+    """
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
@@ -49,17 +59,52 @@ def _canonical(value: Any) -> Any:
         return repr(value)
     if isinstance(value, (str, int, bool)) or value is None:
         return value
+    token = getattr(value, "cache_token", None)
+    if callable(token):
+        return {"object": type(value).__qualname__, "token": _canonical(token())}
+    if isinstance(value, (torch.device, torch.dtype)):
+        return str(value)
+    if isinstance(value, torch.nn.Module):
+        return {"module": type(value).__qualname__, "state": _canonical(dict(value.state_dict()))}
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu().numpy() if value.dtype != torch.bfloat16 else value.detach().cpu().float().numpy()
     if isinstance(value, np.ndarray):
         return {"ndarray": str(value.dtype), "shape": list(value.shape),
                 "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
     if isinstance(value, np.generic):
         return _canonical(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"dataclass": type(value).__qualname__,
+                "fields": _canonical({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})}
     raise TypeError(
-        f"cache keys must be made of numbers, strings, booleans, None, lists, dicts, arrays or tensors; "
-        f"got {type(value).__name__}. Pass the settings that determine the result, not objects."
+        f"cache keys must be made of numbers, strings, booleans, None, lists, dicts, arrays, tensors, torch "
+        f"modules, dataclasses or objects with a cache_token() method; got {type(value).__name__}. Pass the "
+        f"settings that determine the result."
     )
+
+
+def function_id(fn: Callable[..., Any]) -> dict[str, Any]:
+    """What identifies a cached computation: the function's module and qualified name (a partial's arguments too).
+
+    Lambdas, closures and bound methods are refused: they carry values the key cannot see, which is how a cache key
+    drifts from what the computation uses. Pass a module-level function and its arguments instead.
+    """
+    if isinstance(fn, functools.partial):
+        return {"partial": function_id(fn.func), "args": _canonical(list(fn.args)),
+                "keywords": _canonical(dict(fn.keywords))}
+    if not callable(fn):
+        raise TypeError(f"ctx.cached needs a function to call, got {type(fn).__name__}")
+    name = getattr(fn, "__qualname__", "")
+    owner = getattr(fn, "__self__", None)
+    if inspect.ismethod(fn) or (owner is not None and not inspect.ismodule(owner)):
+        raise TypeError(f"ctx.cached cannot key a bound method ({name}): its object is an input the key cannot see. "
+                        "Pass a module-level function and give it the object's settings as arguments.")
+    if name.endswith("<lambda>") or "<locals>" in name or getattr(fn, "__closure__", None):
+        raise TypeError(
+            f"ctx.cached(name, fn, **kwargs) calls fn(**kwargs) and keys the result on exactly those arguments, so fn "
+            f"must be a module-level function, not a lambda or closure ({name or fn!r}): its captured values would "
+            "not be part of the key. Write ctx.cached('name', m.compute, x=..., seed=...) instead.")
+    return {"function": f"{getattr(fn, '__module__', '?')}.{name}"}
 
 
 def cache_key(**parts: Any) -> str:
@@ -105,8 +150,12 @@ class ArtifactCache:
         digest = cache_key(method=self.method, name=name, key=key, profile=self.profile, version=self.version)
         return self.root / (self.method or "misc") / f"{name}-{digest}.pt"
 
-    def get(self, name: str, fn: Callable[[], T], **key: Any) -> T:
-        """Return the cached value for (name, key), computing and storing it with ``fn()`` if needed."""
+    def get(self, name: str, fn: Callable[[], T], /, **key: Any) -> T:
+        """Return the cached value for (name, key), computing and storing it with ``fn()`` if needed.
+
+        The low-level call; notebooks use :meth:`call` (``ctx.cached``), whose key cannot disagree with the
+        computation.
+        """
         path = self.path_for(name, **key)
         if self.enabled and path.exists():
             try:
@@ -133,3 +182,13 @@ class ArtifactCache:
         buf.seek(0)
         # Return what a later load returns, so the first and the cached run see the same types.
         return torch.load(buf, map_location="cpu", weights_only=True)
+
+    def call(self, name: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """``fn(**kwargs)``, loaded from the cache when the same function ran with the same arguments before.
+
+        The key is the name, the function (module and qualified name) and exactly the arguments it is called with,
+        so a key and its computation cannot disagree (e.g. a seed that changes the result is an argument, hence in
+        the key). See :func:`function_id` for the functions allowed.
+        """
+        ident = function_id(fn)
+        return self.get(name, lambda: fn(**kwargs), function=ident, arguments=kwargs)

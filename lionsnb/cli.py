@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from lionsnb.params import DEFAULT_PROFILE, DEVICES, PROFILES, ParameterError
 
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="check this environment can run the notebooks")
     doc.add_argument("--index", default=None, help="the registry file (default: notebooks/index.yaml)")
+
+    ans = sub.add_parser("answers", help="print the model answers of a notebook's think exercises (for teachers)",
+                         description="Print the model answers of the exercises without code of the given "
+                                     "notebooks (registered ids; none = all).")
+    ans.add_argument("targets", nargs="*", metavar="ID")
+    ans.add_argument("--index", default=None, help="the registry file (default: notebooks/index.yaml)")
     return parser
 
 
@@ -152,6 +158,35 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------- answers
+
+def _cmd_answers(args: argparse.Namespace) -> int:
+    import importlib
+
+    from lionsnb.registry import RegistryError, known_ids_text, load_registry
+
+    try:
+        registry = load_registry(args.index)
+    except RegistryError as exc:
+        _err(str(exc))
+        return 2
+    entries = []
+    for target in args.targets or registry.ids:
+        entry = registry.find(target)
+        if entry is None:
+            _err(f"unknown notebook {target!r}; registered ids: {known_ids_text(registry.ids)}")
+            return 2
+        entries.append(entry)
+    for entry in entries:
+        answers = getattr(importlib.import_module(f"lionsnb.{entry.method}"), "MODEL_ANSWERS", {})
+        print(f"# {entry.id}: {entry.title}")
+        if not answers:
+            print("(no think exercises: every exercise has a checked reference solution)\n")
+        for number, text in sorted(answers.items()):
+            print(f"Exercise {number}. {text}\n")
     return 0
 
 
@@ -293,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    handlers = {"run": _cmd_run, "list": _cmd_list, "doctor": _cmd_doctor}
+    handlers = {"run": _cmd_run, "list": _cmd_list, "doctor": _cmd_doctor, "answers": _cmd_answers}
     return handlers[args.command](args)
 
 

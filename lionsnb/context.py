@@ -5,17 +5,25 @@ import ast
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from lionsnb import runtime
 from lionsnb._version import __version__
 from lionsnb.cache import ArtifactCache
-from lionsnb.params import (DEFAULT_PROFILE, MethodSpec, ParameterError, Sizes, check_parameter_names,
-                            validate_profile, validate_seed)
-from lionsnb.record import metrics_table_html, write_metrics
+from lionsnb.params import (
+    DEFAULT_PROFILE,
+    MethodSpec,
+    ParameterError,
+    Sizes,
+    check_parameter_names,
+    validate_profile,
+    validate_seed,
+)
+from lionsnb.record import to_metric, write_metrics
 
 T = TypeVar("T")
 
@@ -71,13 +79,16 @@ class Context:
     exercises: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
-    def cached(self, name: str, fn: Callable[[], T], **key: Any) -> T:
-        """Load ``name`` from the cache, or compute it with ``fn()`` and store it.
+    def cached(self, name: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """``fn(**kwargs)``, loaded from the cache when it ran before with the same arguments.
 
-        ``key`` holds everything the result depends on besides the profile and the
-        package version (which are always part of the key); e.g. ``lr=0.1, seed=0``.
+        The key is ``name``, the function and exactly ``kwargs`` (plus the method, profile and package version), so
+        everything the result depends on must be an argument: ``ctx.cached("runs", m.train_runs, lr=LR,
+        seed=SEED)``. ``fn`` must be a module-level function (lambdas and closures are refused, since the key could
+        not see what they capture). Arguments may be numbers, strings, lists/dicts, arrays, tensors, torch modules
+        (keyed by their weights) or dataclasses.
         """
-        return self.cache.get(name, fn, **key)
+        return self.cache.call(name, fn, **kwargs)
 
     def seed_for(self, *parts: Any) -> int:
         """A reproducible seed derived from the notebook's SEED and ``parts`` (e.g. a run name)."""
@@ -85,8 +96,12 @@ class Context:
 
         return int(cache_key(seed=self.seed, parts=list(parts))[:8], 16)
 
-    def record(self, **metrics: Any) -> dict:
-        """Record the notebook's metrics: write them (atomically) to METRICS_PATH when set, show a table."""
+    def record(self, **metrics: Any) -> Record:
+        """Record the notebook's metrics: write them (atomically) to METRICS_PATH when set; returns the record.
+
+        The returned :class:`Record` is a dict of the metrics that shows as one table when it ends a cell (the
+        notebook's last cell), and nothing else is printed.
+        """
         meta = {
             "method": self.method.name,
             "profile": self.profile,
@@ -100,30 +115,31 @@ class Context:
         if self.metrics_path:
             doc = write_metrics(self.metrics_path, metrics, meta)
         else:
-            from lionsnb.record import to_metric
-
             doc = {"meta": meta, "metrics": {k: to_metric(k, v) for k, v in metrics.items()}}
-        _show_html(metrics_table_html(doc["metrics"]), doc["metrics"])
-        if self.metrics_path:
-            print(f"metrics written to {self.metrics_path}")
-        return doc["metrics"]
+        return Record(doc["metrics"], path=self.metrics_path)
 
 
-def _show_html(html: str, fallback: Any) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
+class Record(dict):
+    """The metrics a notebook recorded; ending a cell with it shows them once, as a table."""
 
-        if get_ipython() is not None:
-            display(HTML(html))
-            return
-    except ImportError:
-        pass
-    for k, v in fallback.items():
-        print(f"{k:>32s}  {v}")
+    def __init__(self, metrics: dict[str, Any], path: str = ""):
+        super().__init__(metrics)
+        self.path = path
+
+    def _table(self):
+        from lionsnb.display import table
+
+        where = f" (written to {self.path})" if self.path else ""
+        return table(dict(self), title=f"Metrics recorded by this notebook{where}")
+
+    def _repr_html_(self) -> str:
+        return self._table()._repr_html_()
+
+    def __repr__(self) -> str:
+        return repr(self._table())
 
 
-def setup_for(spec: MethodSpec) -> Callable[..., "Context"]:
+def setup_for(spec: MethodSpec) -> Callable[..., Context]:
     """The ``setup`` of one method: ``setup_for(SPEC)(PROFILE, seed=SEED, device=DEVICE, **knobs)``."""
     def method_setup(profile: str | None = None, **kwargs: Any) -> Context:
         return setup(profile, method=spec, **kwargs)
@@ -162,6 +178,9 @@ def setup(profile: str | None = None, *, method: MethodSpec | str, seed: int = 0
 
     require_datasets(method.datasets)
     threads = runtime.set_thread_policy()
+    from lionsnb.progress import quiet_libraries
+
+    quiet_libraries()
     generator = runtime.seed_everything(seed)
     from lionsnb import plotting
 

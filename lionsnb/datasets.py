@@ -7,8 +7,8 @@ add their own with :func:`register_dataset`.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ class DatasetInfo:
     name: str
     description: str
     check: Callable[[], str | None]  # returns None when available, else what to do
-    load: Callable[..., "Split"]
+    load: Callable[..., Split]
 
 
 @dataclass

@@ -58,7 +58,9 @@ def _require_transformers():
     except ImportError as err:
         raise ImportError("loading a language model needs transformers (and gguf + accelerate for the offline "
                           "SmolLM2): pip install transformers gguf accelerate safetensors") from err
-    transformers.logging.set_verbosity_error()
+    from lionsnb.progress import quiet_libraries
+
+    quiet_libraries()  # no "Loading weights 0/272" bars or advisory warnings in the notebooks
     return transformers
 
 
@@ -94,9 +96,22 @@ def _convert_smollm2(target: Path, progress: bool) -> None:
         raise
 
 
+#: the name of the offline model in the notebooks' MODEL knob
+DEFAULT_MODEL = "smollm2"
+
+
+def model_knob(what: str = "the language model"):
+    """The notebooks' ``MODEL`` knob: ``smollm2`` (the offline SmolLM2-135M-Instruct) or a hub id / local folder."""
+    from lionsnb.params import Knob
+
+    return Knob(DEFAULT_MODEL, f"{what}: {DEFAULT_MODEL} (the offline SmolLM2-135M-Instruct) or a hub id or local "
+                               "folder of a causal LM (hub ids need network)", str)
+
+
 def load_causal_lm(model_id_or_path: str | os.PathLike | None = None, *, dtype: Any = None, device: Any = "cpu",
                    progress: bool = True):
-    """``(model, tokenizer)`` in eval mode; None = SmolLM2-135M-Instruct offline (cached float32 copy).
+    """``(model, tokenizer)`` in eval mode; None or ``"smollm2"`` = SmolLM2-135M-Instruct offline (cached float32
+    copy).
 
     ``model_id_or_path`` may be any hub id of a causal LM (needs network) or a local folder saved with
     ``save_pretrained``. ``dtype`` defaults to float32.
@@ -105,6 +120,8 @@ def load_causal_lm(model_id_or_path: str | os.PathLike | None = None, *, dtype: 
 
     transformers = _require_transformers()
     dtype = torch.float32 if dtype is None else dtype
+    if model_id_or_path == DEFAULT_MODEL:
+        model_id_or_path = None
     if model_id_or_path is None:
         source = models_dir() / CONVERTED_NAME
         if not (source / "model.safetensors").is_file():

@@ -1,6 +1,5 @@
-"""Discovery of methods: each module ``lionsnb.<name>`` (or ``lionsnb.<series>.<name>``) that
-defines ``SPEC`` is a method.  A series with several notebooks gives each its own module and
-spec, e.g. ``sam.sampa`` is ``lionsnb/sam/sampa.py``.
+"""Discovery of methods: each notebook module ``lionsnb.<series>.nbNN_<stem>`` defines the ``SPEC`` of its
+notebook, e.g. ``sam.nb02_sampa`` is ``lionsnb/sam/nb02_sampa.py`` behind ``notebooks/sam/02_sampa.ipynb``.
 
 Adding a method series means adding a subpackage with a ``SPEC``; nothing here changes.
 """
@@ -30,5 +29,9 @@ def get_method(name: str) -> MethodSpec:
         raise ParameterError(f"unknown method {name!r}: there is no module lionsnb.{name}.") from None
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, MethodSpec):
-        raise ParameterError(f"lionsnb.{name} defines no SPEC (a lionsnb.MethodSpec); it is not a method.")
+        series = name.split(".")[0]
+        notebooks = sorted(f"{series}.{m.name}" for m in pkgutil.iter_modules([str(_PACKAGE_DIR / series)])
+                           if m.name.startswith("nb"))
+        hint = f" Its notebook modules are: {', '.join(notebooks)}." if notebooks else ""
+        raise ParameterError(f"lionsnb.{name} defines no SPEC (a lionsnb.MethodSpec); it is not a method.{hint}")
     return spec

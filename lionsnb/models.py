@@ -1,7 +1,7 @@
 """Small models shared by the series."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

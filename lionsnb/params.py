@@ -9,8 +9,9 @@ typo or a bad value stops the notebook with a message that says what to do.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 #: The three execution profiles, from quickest to largest.
 PROFILES: tuple[str, ...] = ("smoke", "teach", "full")
@@ -120,9 +121,21 @@ class Sizes(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def cache_token(self) -> dict[str, Any]:
+        """What a cached computation given these settings depends on: the values themselves."""
+        return dict(self._values)
+
+    def _table(self):
+        from lionsnb.display import table
+
+        return table({k: v for k, v in self._values.items()},
+                     title=f"{self._what}s of {self._method}, profile {self._profile}")
+
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
-        return f"{self._what}s[{self._method}/{self._profile}]({inner})"
+        return repr(self._table())
+
+    def _repr_html_(self) -> str:
+        return self._table()._repr_html_()
 
 
 @dataclass(frozen=True)

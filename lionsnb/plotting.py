@@ -1,7 +1,7 @@
 """One plotting style for the whole suite, and small helpers that keep axes labelled."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import matplotlib
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from lionsnb.files import atomic_write_bytes
 
@@ -48,12 +49,3 @@ def read_metrics(path: str | Path) -> dict:
     if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
         raise ValueError(f"{path} is not a metrics record: expected {{'meta': {{...}}, 'metrics': {{...}}}}")
     return doc["metrics"]
-
-
-def metrics_table_html(metrics: Mapping[str, Any]) -> str:
-    """A small HTML table of the metrics, for the notebook's last output."""
-    def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    rows = "".join(f"<tr><td style='text-align:left'>{k}</td><td>{fmt(v)}</td></tr>" for k, v in metrics.items())
-    return f"<table><thead><tr><th>metric</th><th>value</th></tr></thead><tbody>{rows}</tbody></table>"

@@ -13,9 +13,10 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Tuple
+from typing import Any
 
 from lionsnb.params import PROFILES
 
@@ -35,7 +36,7 @@ SMOKE_BUDGET_S = 60
 SMOKE_BUDGET_LLM_S = 150
 
 #: A metric range: (low, high), ``None`` meaning unbounded on that side.
-Range = Tuple[Optional[float], Optional[float]]
+Range = tuple[float | None, float | None]
 
 
 class RegistryError(ValueError):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import os
-from lionsnb.files import atomic_write_text
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from lionsnb.files import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from lionsnb.runner import NotebookResult, RunSummary
@@ -38,12 +39,35 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def shown_metrics(result: "NotebookResult") -> list[tuple[str, Any]]:
+def shown_metrics(result: NotebookResult) -> list[tuple[str, Any]]:
     """``(name, value)`` pairs to show: the entry's report_metrics, else the first 4 recorded."""
     if not result.metrics:
         return []
     names = list(result.report_metrics) or list(result.metrics)[:DEFAULT_SHOWN]
     return [(n, result.metrics.get(n, "-")) for n in names]
+
+
+def format_range(bounds: Any) -> str:
+    """A registered range as text: ``[0, 1]``, ``>= 1.5``, ``<= 0.01``, ``= 8`` or ``any``."""
+    if not bounds:
+        return ""
+    low, high = bounds
+    fmt = lambda x: format_value(float(x)) if isinstance(x, float) else str(x)  # noqa: E731
+    if low is None and high is None:
+        return "any"
+    if low is None:
+        return f"<= {fmt(high)}"
+    if high is None:
+        return f">= {fmt(low)}"
+    if low == high:
+        return f"= {fmt(low)}"
+    return f"[{fmt(low)}, {fmt(high)}]"
+
+
+def _shown_with_range(result: NotebookResult) -> list[tuple[str, str, str]]:
+    """``(name, value, registered range)`` for the shown metrics."""
+    ranges = getattr(result, "ranges", {}) or {}
+    return [(k, format_value(v), format_range(ranges.get(k))) for k, v in shown_metrics(result)]
 
 
 def _seconds(x: float | None) -> str:
@@ -56,11 +80,11 @@ def _budget(x: float | None) -> str:
     return "-" if x is None else f"{x:g}"
 
 
-def _metrics_text(result: "NotebookResult") -> str:
-    return "  ".join(f"{k}={format_value(v)}" for k, v in shown_metrics(result))
+def _metrics_text(result: NotebookResult) -> str:
+    return "  ".join(f"{k}={v}" + (f" (range {r})" if r else "") for k, v, r in _shown_with_range(result))
 
 
-def format_table(summary: "RunSummary") -> str:
+def format_table(summary: RunSummary) -> str:
     """A plain-text table (id, status, time, budget, key metrics) followed by the failures."""
     header = ("id", "status", "time s", "budget s", "key metrics")
     rows = []
@@ -133,7 +157,7 @@ tbody.nb{border-bottom:1px solid #d0d7de}
 .id{color:#57606a;font-family:ui-monospace,monospace;font-size:.85em}
 .num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .over{color:#bc4c00;font-weight:600}
-.metrics{font-family:ui-monospace,monospace;font-size:.85em}
+.metrics{font-family:ui-monospace,monospace;font-size:.85em} .range{color:#57606a}
 .detail td{padding-top:0;font-size:.9em}
 .detail pre{background:#f6f8fa;padding:.6em;overflow-x:auto;white-space:pre-wrap;margin:.3em 0}
 .detail ul{margin:.2em 0}
@@ -146,7 +170,7 @@ def _status_badge(status: str) -> str:
     return f'<span class="status" style="color:{fg};background:{bg}">{html.escape(status)}</span>'
 
 
-def _row(r: "NotebookResult", base: Path) -> str:
+def _row(r: NotebookResult, base: Path) -> str:
     e = html.escape
     links = []
     for label, target in (("html", r.html), ("ipynb", r.executed), ("log", r.log)):
@@ -161,7 +185,8 @@ def _row(r: "NotebookResult", base: Path) -> str:
     time_txt = "-" if r.status == "skipped" else f"{_seconds(r.seconds)} s"
     budget_txt = f" / {_budget(r.budget_s)} s" if r.budget_s is not None else ""
     over = " (over budget)" if r.over_budget else ""
-    metrics = "<br>".join(f"{e(k)} = {e(format_value(v))}" for k, v in shown_metrics(r)) or "-"
+    metrics = "<br>".join(f"{e(k)} = {e(v)}" + (f' <span class="range">(registered {e(rng)})</span>' if rng else "")
+                          for k, v, rng in _shown_with_range(r)) or "-"
     out = [
         '<tbody class="nb">',
         "<tr>",
@@ -189,7 +214,7 @@ def _row(r: "NotebookResult", base: Path) -> str:
     return "\n".join(out)
 
 
-def render_report(summary: "RunSummary", base_dir: str | os.PathLike[str]) -> str:
+def render_report(summary: RunSummary, base_dir: str | os.PathLike[str]) -> str:
     """The report page as a string; links are relative to ``base_dir``."""
     e = html.escape
     base = Path(base_dir)
@@ -221,7 +246,7 @@ lionsnb {e(summary.lionsnb_version)} · {len(summary.results)} notebook(s)</div>
 """
 
 
-def write_report(summary: "RunSummary", path: str | os.PathLike[str]) -> Path:
+def write_report(summary: RunSummary, path: str | os.PathLike[str]) -> Path:
     """Write the self-contained HTML report to ``path`` atomically and return its path."""
     dst = Path(path).expanduser().resolve()
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Queue
-from typing import Any, Iterable, Iterator, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 from lionsnb.files import atomic_write_text
 from lionsnb.params import ParameterError, suggest, validate_device, validate_profile
@@ -87,6 +88,8 @@ class NotebookResult:
     metrics_path: str | None = None
     registered: bool = True
     report_metrics: list[str] = field(default_factory=list)
+    #: metric -> [low, high] registered for this profile (None = unbounded), shown next to each value
+    ranges: dict[str, list[float | None]] = field(default_factory=dict)
     returncode: int | None = None
 
     @property
@@ -355,10 +358,17 @@ def _gpu_slots() -> list[str]:
     return [str(i) for i in range(count_gpus())]
 
 
-def child_env(jobs: int, gpu_slot: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of one notebook's subprocess."""
+def child_env(jobs: int, gpu_slot: str | None = None, base: Mapping[str, str] | None = None,
+              profile: str = "") -> dict[str, str]:
+    """The environment of one notebook's subprocess.
+
+    Headless (no live progress bars or widgets: one summary line per loop, the HTML/JavaScript explorers); in the
+    smoke profile the explorers embed only a few frames per control, to keep CI fast.
+    """
     env = dict(os.environ if base is None else base)
     env["LIONSNB_HEADLESS"] = "1"
+    if profile == "smoke":
+        env.setdefault("LIONSNB_EXPLORER_FRAMES", "few")
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -537,14 +547,21 @@ def _tail(path: Path, n: int = 15) -> str:
 _html_lock = threading.Lock()
 
 
-def export_html(executed: Path, dst: Path) -> Path:
-    """Write ``executed`` as a standalone HTML page at ``dst``."""
-    import nbformat
-    from nbconvert import HTMLExporter
+def export_html(executed: Path, dst: Path, mathjax_dir: Path | None = None) -> Path:
+    """Write ``executed`` as an HTML page at ``dst`` whose math renders offline.
 
+    MathJax is copied once into ``mathjax_dir`` (default: ``_static/mathjax`` beside the page) and the page loads
+    it by a relative URL, so the page works from the file system or any static web server, without a CDN.
+    """
+    import nbformat
+
+    from lionsnb.assets import html_exporter, install_mathjax, mathjax_url
+
+    mathjax_dir = Path(mathjax_dir) if mathjax_dir is not None else dst.parent / "_static" / "mathjax"
+    install_mathjax(mathjax_dir)
     with _html_lock:
         nb = nbformat.read(str(executed), as_version=4)
-        body, _ = HTMLExporter().from_notebook_node(nb)
+        body, _ = html_exporter(mathjax_url(dst.parent, mathjax_dir)).from_notebook_node(nb)
     atomic_write_text(dst, body)
     return dst
 
@@ -596,7 +613,8 @@ class _Runner:
         budget = entry.budget(self.profile) if entry is not None else None
         res = NotebookResult(id=job.id, path=str(job.path), title=entry.title if entry else job.path.stem,
                              status="skipped", budget_s=budget, registered=entry is not None,
-                             report_metrics=list(entry.report_metrics) if entry else [])
+                             report_metrics=list(entry.report_metrics) if entry else [],
+                             ranges={k: list(v) for k, v in entry.ranges(self.profile).items()} if entry else {})
         if entry is not None and entry.accelerator == "gpu" and not self.device.startswith("cuda"):
             res.error = (f"needs a GPU (accelerator: gpu in index.yaml); run with --device cuda on a GPU "
                          f"machine (this run: --device {self.device})")
@@ -630,7 +648,7 @@ class _Runner:
         stream = self.progress and self.jobs == 1
         cmd = papermill_command(job.path, executed, profile=self.profile, device=self.device,
                                 metrics_path=metrics_path, params=self.params, progress_bar=stream)
-        env = child_env(self.jobs, slot)
+        env = child_env(self.jobs, slot, profile=self.profile)
         budget_txt = f" (budget {_fmt_budget(res.budget_s)} s)" if res.budget_s is not None else ""
         gpu_txt = f" on GPU {slot}" if slot is not None else ""
         self.line(job, "start", f"{job.path.name}{budget_txt}{gpu_txt}")

@@ -1,8 +1,10 @@
 """Device choice, seeding and thread policy: the environment-dependent parts of a run."""
 from __future__ import annotations
 
+import math
 import os
 import random
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -86,10 +88,27 @@ def describe_device(device: torch.device) -> str:
     return device.type
 
 
-def load_average() -> str:
-    """The 1/5/15-minute load average (timings on a shared machine are only comparable within one run)."""
+class LoadAverage(NamedTuple):
+    """The 1/5/15-minute load averages and the CPU count; prints as one line for the notebooks."""
+
+    one: float
+    five: float
+    fifteen: float
+    cpus: int
+
+    def __str__(self) -> str:
+        if math.isnan(self.one):
+            return "load average not available"
+        return f"load average {self.one:.2f} / {self.five:.2f} / {self.fifteen:.2f} on {self.cpus} CPUs"
+
+
+def load_average() -> LoadAverage:
+    """The machine's load averages (timings on a shared machine are only comparable within one run).
+
+    NaN where the operating system does not say; ``str()`` gives the line the notebooks print.
+    """
     try:
         one, five, fifteen = os.getloadavg()
     except (AttributeError, OSError):
-        return "load average not available"
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} CPUs"
+        one = five = fifteen = float("nan")
+    return LoadAverage(one, five, fifteen, os.cpu_count() or 1)

@@ -6,8 +6,8 @@ and keep the rest: seeded shuffling, evaluation, history and a progress bar.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

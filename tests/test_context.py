@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -32,8 +33,8 @@ def test_setup_seeds_everything():
 
 
 def test_setup_by_method_name():
-    ctx = lionsnb.setup("smoke", method="sharpness", device="cpu")
-    assert ctx.method.name == "sharpness" and ctx.knobs.lr == ctx.method.knobs["lr"].default
+    ctx = lionsnb.setup("smoke", method="sharpness.nb00_start_here", device="cpu")
+    assert ctx.method.name == "sharpness.nb00_start_here" and ctx.knobs.lr == ctx.method.knobs["lr"].default
     with pytest.raises(ParameterError, match="unknown method 'sharpnes'"):
         lionsnb.setup("smoke", method="sharpnes")
 
@@ -112,7 +113,11 @@ def test_record_writes_json_atomically(tmp_path, capsys):
     doc = json.loads(path.read_text())
     assert doc["metrics"] == out and doc["meta"]["profile"] == "smoke" and doc["meta"]["knobs"] == {"rho": 0.05}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temporary file left behind
-    assert "acc" in capsys.readouterr().out
+    assert (path.stat().st_mode & 0o777) == 0o644 & ~_umask()  # readable by a course web server
+    capsys.readouterr()
+    # shown once, as the table that ends the notebook's last cell; nothing printed besides
+    assert "acc" in repr(out) and "<table" in out._repr_html_() and "m.json" in out._repr_html_()
+    assert capsys.readouterr().out == ""
 
 
 def test_record_rejects_bad_metrics_and_keeps_old_file(tmp_path):
@@ -132,3 +137,9 @@ def test_record_rejects_bad_metrics_and_keeps_old_file(tmp_path):
 def test_seed_for_is_stable_and_distinct():
     ctx = lionsnb.setup("smoke", method=SPEC, device="cpu", seed=1)
     assert ctx.seed_for("a") == ctx.seed_for("a") != ctx.seed_for("b")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

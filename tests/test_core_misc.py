@@ -67,6 +67,6 @@ def test_fit_with_custom_step():
 
 def test_methods_are_discovered():
     assert "sharpness" in method_names()
-    assert get_method("sharpness").name == "sharpness"
+    assert get_method("sharpness.nb00_start_here").name == "sharpness.nb00_start_here"
     with pytest.raises(ParameterError, match="unknown method"):
         get_method("nope")

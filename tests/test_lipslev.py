@@ -9,15 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from lionsnb.lipslev import (Alphabet, build_model, certificate, certified_accuracy, certify, predict,
-                             strict_radius)
+from lionsnb.lipslev import Alphabet, build_model, certificate, certified_accuracy, certify, predict, strict_radius
 from lionsnb.lipslev.baselines import charmer_attack_ids, ibp_certify_ids
 from lionsnb.lipslev.bruteforce import IncrementalEngine, brute_force_ids, full_logits
 from lionsnb.lipslev.certify import as_float64, pad_batch
 from lionsnb.lipslev.data import find_ag_news_csv, numbers_letters
 from lionsnb.lipslev.model import LipsLevCNN, conv_constant, embedding_constant, head_constant
-from lionsnb.lipslev.text import (apply_edit, ball, edit_script, erp_distance, levenshtein, levenshtein_table,
-                                  neighbour_count, neighbour_edits, one_hot, runs)
+from lionsnb.lipslev.text import (
+    apply_edit,
+    ball,
+    edit_script,
+    erp_distance,
+    levenshtein,
+    levenshtein_table,
+    neighbour_count,
+    neighbour_edits,
+    one_hot,
+    runs,
+)
 from lionsnb.lipslev.train import train, triangle
 
 INF = math.inf

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "00_start_here" / "start_here.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "sharpness" / "00_start_here.ipynb"
 
 
 @pytest.mark.notebooks

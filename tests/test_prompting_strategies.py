@@ -8,9 +8,23 @@ import numpy as np
 import pytest
 
 from lionsnb.prompting.bank import Bank, Course, Question
-from lionsnb.prompting.strategies import (CALLS, LABEL_STYLE, STRATEGIES, Answer, build_messages, closing_phrase,
-                                          demonstrations, format_options, language_code, majority_vote,
-                                          parse_experts, question_kind, run_plan, strategy_plan, tfidf_matrix)
+from lionsnb.prompting.strategies import (
+    CALLS,
+    LABEL_STYLE,
+    STRATEGIES,
+    Answer,
+    build_messages,
+    closing_phrase,
+    demonstrations,
+    format_options,
+    language_code,
+    majority_vote,
+    parse_experts,
+    question_kind,
+    run_plan,
+    strategy_plan,
+    tfidf_matrix,
+)
 
 EN = Course("cs101", "Algorithms", "Computer Science", "English", "bachelor")
 FR = Course("phy201", "Thermodynamique", "Physics", "French", "master")

@@ -10,13 +10,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from lionsnb.prompting.backends import (PAPER_DECODING, Backend, EndpointUnreachableError, HTTPStatusError,
-                                        OpenAICompatibleBackend, ResponseCache, ScriptedBackend)
+from lionsnb.prompting.backends import (
+    PAPER_DECODING,
+    Backend,
+    EndpointUnreachableError,
+    HTTPStatusError,
+    OpenAICompatibleBackend,
+    ResponseCache,
+    ScriptedBackend,
+)
 from lionsnb.prompting.bank import load_bank
 from lionsnb.prompting.grading import GRADE_LABELS
 from lionsnb.prompting.strategies import CALLS, STRATEGIES
-from lionsnb.prompting.study import (ROW_KEYS, accuracy_by_strategy, breakdown, course_scores, pass_rates,
-                                     question_scores, run_study, summary, unparseable_rate)
+from lionsnb.prompting.study import (
+    ROW_KEYS,
+    accuracy_by_strategy,
+    breakdown,
+    course_scores,
+    pass_rates,
+    question_scores,
+    run_study,
+    summary,
+    unparseable_rate,
+)
 
 SPEC_KEYS = {"question_id", "course_id", "program", "year", "language", "question_type", "multiple", "bloom",
              "difficulty", "strategy", "raw_answer", "parsed", "parseable", "grade", "grade_label", "numeric_ok",

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import lionsnb.sharpness as sh
+import lionsnb.sharpness.nb00_start_here as nb
 from lionsnb.datasets import load_digits
 
 
@@ -141,7 +142,7 @@ def test_exercise_checkers_accept_correct_and_reject_wrong_solutions():
             v = v / v.norm()
         return float(v @ (A @ v))
 
-    assert sh.check_exercise_top_eigenvalue(good_eig).status == "solved"
-    assert sh.check_exercise_top_eigenvalue(lambda A, iters=100: float(A.trace())).status == "incorrect"
-    assert sh.check_exercise_sam_perturbation(lambda g, rho: rho * g / (g.norm() + 1e-12)).status == "solved"
-    assert sh.check_exercise_sam_perturbation(lambda g, rho: rho * g).status == "incorrect"
+    assert nb.check_exercise_top_eigenvalue(good_eig).status == "solved"
+    assert nb.check_exercise_top_eigenvalue(lambda A, iters=100: float(A.trace())).status == "incorrect"
+    assert nb.check_exercise_sam_perturbation(lambda g, rho: rho * g / (g.norm() + 1e-12)).status == "solved"
+    assert nb.check_exercise_sam_perturbation(lambda g, rho: rho * g).status == "incorrect"

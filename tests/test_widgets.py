@@ -1,4 +1,4 @@
-"""The widget pattern: static figure first; controls only over precomputed values; both paths."""
+"""The widget pattern: small multiples first; controls only over precomputed values; both paths."""
 from __future__ import annotations
 
 import matplotlib
@@ -24,13 +24,14 @@ def make_draw(calls):
     return draw
 
 
-def test_headless_shows_static_figure_only(monkeypatch, capsys):
+def test_headless_shows_small_multiples_only(monkeypatch, capsys):
     monkeypatch.setenv("LIONSNB_HEADLESS", "1")
     calls = []
     ex = widgets.explore(make_draw(calls), {"lr": [0.1, 0.5, 1.0], "mode": ["single", "double"]}, lr=0.5)
-    assert calls == [(0.5, "single")]
-    assert ex.controls == {} and ex.image is None and ex.frames == {}  # nothing rendered ahead
-    assert "static figure" in capsys.readouterr().out
+    # the static figure: one panel per value of the first control, the second at its default
+    assert calls == [(0.1, "single"), (0.5, "single"), (1.0, "single")]
+    assert ex.controls == {} and ex.image is None  # no widgets headless
+    assert "static figure" in capsys.readouterr().out  # outside a kernel: no HTML explorer either
     # the explorer still works without widgets: tests and scripts can draw any computed point
     png = ex.update(lr=1.0, mode="double")
     assert calls[-1] == (1.0, "double") and png.startswith(b"\x89PNG")
@@ -53,8 +54,8 @@ def test_interactive_path_builds_controls_and_redraws(monkeypatch):
     assert isinstance(ex.controls["lr"], ipywidgets.SelectionSlider)
     assert isinstance(ex.controls["mode"], ipywidgets.Dropdown)
     assert [v for _, v in ex.controls["lr"].options] == [0.1, 0.5, 1.0]
-    # static figure + every frame of the 3 x 2 grid rendered once, up front
-    assert calls[0] == (0.1, "single") and sorted(calls[1:]) == sorted(SWEEP)
+    # small multiples + every frame of the 3 x 2 grid, each rendered once, up front
+    assert calls[:3] == [(0.1, "single"), (0.5, "single"), (1.0, "single")] and sorted(calls) == sorted(SWEEP)
     n = len(calls)
     ex.controls["lr"].value = 0.5  # what moving the slider does
     assert ex.image.value == ex.frames[(0.5, "single")]
@@ -71,11 +72,12 @@ def test_large_grids_render_frames_on_first_visit(monkeypatch):
     calls = []
     ex = widgets.explore(make_draw(calls), {"lr": [0.1, 0.5, 1.0], "mode": ["single", "double"]},
                          interactive=True, lr=0.1)
-    assert len(ex.frames) == 1  # only the frame shown under the controls
+    assert len(ex.frames) == 3  # only the small multiples' frames
+    ex.controls["mode"].value = "double"
     ex.controls["lr"].value = 0.5
     ex.controls["lr"].value = 0.1
     ex.controls["lr"].value = 0.5
-    assert len(ex.frames) == 2 and calls.count((0.5, "single")) == 1
+    assert len(ex.frames) == 5 and calls.count((0.5, "double")) == 1
 
 
 def draw_lr(fig, lr):

@@ -7,5 +7,13 @@ Every technique is written from scratch here and checked against the plain versi
 """
 from __future__ import annotations
 
-from lionsnb.inference.llama import (Generation, KVCache, LlamaRunner, causal_mask, generate,  # noqa: F401
-                                     kv_cache_bytes, naive_attention, sdpa_attention)
+from lionsnb.inference.llama import (  # noqa: F401
+                                     Generation,
+                                     KVCache,
+                                     LlamaRunner,
+                                     causal_mask,
+                                     generate,
+                                     kv_cache_bytes,
+                                     naive_attention,
+                                     sdpa_attention,
+)

@@ -30,10 +30,28 @@ from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.inference.llama import LlamaRunner, generate
 from lionsnb.inference.speculative import (  # noqa: F401  (re-exported for the notebook)
-    BigramLM, ModelDraft, PromptLookupDraft, SpeculativeResult, acceptance_from_counts, acceptance_probability,
-    chi_square_test, copy_prompt, expected_speedup, expected_tokens_per_call, greedy_accept, load_target,
-    noisy_bigram, one_step_draws, random_bigram, residual_distribution, sample_from, speculative_accept,
-    speculative_generate, total_variation, verse_prompt)
+    BigramLM,
+    ModelDraft,
+    PromptLookupDraft,
+    SpeculativeResult,
+    acceptance_from_counts,
+    acceptance_probability,
+    chi_square_test,
+    copy_prompt,
+    expected_speedup,
+    expected_tokens_per_call,
+    greedy_accept,
+    load_target,
+    noisy_bigram,
+    one_step_draws,
+    random_bigram,
+    residual_distribution,
+    sample_from,
+    speculative_accept,
+    speculative_generate,
+    total_variation,
+    verse_prompt,
+)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 import torch
@@ -23,11 +23,23 @@ import torch.nn.functional as F
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.inference.attention import (FULL, MASKED, SKIPPED, attention_memory_benchmark,  # noqa: F401
-                                         flash_attention, flash_block_sizes, hbm_accesses_flash,
-                                         hbm_accesses_standard, online_softmax, online_softmax_step,
-                                         online_update, peak_memory, reference_attention, tile_schedule,
-                                         time_call)
+from lionsnb.inference.attention import (  # noqa: F401
+    FULL,
+    MASKED,
+    SKIPPED,
+    attention_memory_benchmark,
+    flash_attention,
+    flash_block_sizes,
+    hbm_accesses_flash,
+    hbm_accesses_standard,
+    online_softmax,
+    online_softmax_step,
+    online_update,
+    peak_memory,
+    reference_attention,
+    tile_schedule,
+    time_call,
+)
 from lionsnb.inference.llama import LlamaRunner, causal_mask, naive_attention, sdpa_attention  # noqa: F401
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)

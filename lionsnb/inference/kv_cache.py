@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 import torch
@@ -29,9 +29,18 @@ from tqdm.auto import tqdm
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.inference.llama import KVCache, LlamaRunner, generate, kv_cache_bytes, sdpa_attention
-from lionsnb.inference.paged import (BlockManager, OutOfBlocks, PagedKVCache, PagedSequence,  # noqa: F401
-                                     blocks_needed, paged_attention, paged_greedy, prefix_sharing,
-                                     random_requests, simulate_serving)  # re-exported for the notebook
+from lionsnb.inference.paged import (  # noqa: F401
+    BlockManager,
+    OutOfBlocks,
+    PagedKVCache,
+    PagedSequence,
+    blocks_needed,
+    paged_attention,
+    paged_greedy,
+    prefix_sharing,
+    random_requests,  # re-exported for the notebook
+    simulate_serving,
+)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.runtime import load_average  # noqa: F401  (re-exported for the notebook)

@@ -26,8 +26,8 @@ cache (it has the same ``store`` / ``length`` interface as :class:`~lionsnb.infe
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 import numpy as np
 import torch
@@ -213,7 +213,7 @@ class PagedKVCache:
         self.n_layers, self.n_kv_heads, self.head_dim = n_layers, n_kv_heads, head_dim
 
     @classmethod
-    def for_runner(cls, runner: LlamaRunner, *, num_blocks: int, block_size: int = 16) -> "PagedKVCache":
+    def for_runner(cls, runner: LlamaRunner, *, num_blocks: int, block_size: int = 16) -> PagedKVCache:
         return cls(runner.n_layers, runner.n_kv_heads, runner.head_dim, num_blocks=num_blocks, block_size=block_size,
                    dtype=runner.dtype, device=runner.device)
 

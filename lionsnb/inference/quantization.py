@@ -21,19 +21,43 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 import torch
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.inference.quant import (GRANULARITIES, MODES, ModelQuantization, QuantizedTensor,  # noqa: F401
-                                     Scheme, bits_per_weight, code_range, correlated_inputs, dequantize_codes,
-                                     fake_quantize, gptq_model, gptq_quantize, linear_layers, model_memory,
-                                     output_error, packed_bytes, passage, perplexity, qparams, quantize,
-                                     quantize_codes, quantize_model, relative_error, restore_model, rtn_layers,
-                                     scheme_for, window_starts)
+from lionsnb.inference.quant import (  # noqa: F401
+    GRANULARITIES,
+    MODES,
+    ModelQuantization,
+    QuantizedTensor,
+    Scheme,
+    bits_per_weight,
+    code_range,
+    correlated_inputs,
+    dequantize_codes,
+    fake_quantize,
+    gptq_model,
+    gptq_quantize,
+    linear_layers,
+    model_memory,
+    output_error,
+    packed_bytes,
+    passage,
+    perplexity,
+    qparams,
+    quantize,
+    quantize_codes,
+    quantize_model,
+    relative_error,
+    restore_model,
+    rtn_layers,
+    scheme_for,
+    window_starts,
+)
+
 # (the notebook reaches the package's quantisers through this module: m.quantize, m.bits_per_weight, ...)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)

@@ -5,9 +5,24 @@ Abad Rocamora, Chrysos, Cevher, "Certified Robustness Under Bounded Levenshtein 
 """
 from __future__ import annotations
 
-from lionsnb.lipslev.certify import (Certificate, certificate, certified_accuracy, certify,  # noqa: F401
-                                     predict, strict_radius)
-from lionsnb.lipslev.model import (LipsLevCNN, build_model, conv_constant, embedding_constant,  # noqa: F401
-                                   head_constant, load_official_checkpoint)
-from lionsnb.lipslev.text import (Alphabet, apply_edit, ball, edit_script, erp_distance, levenshtein,  # noqa: F401
-                                  neighbour_count, neighbour_edits, neighbours, runs)
+from lionsnb.lipslev.certify import Certificate, certificate, certified_accuracy, certify, predict, strict_radius  # noqa: F401
+from lionsnb.lipslev.model import (  # noqa: F401
+                                     LipsLevCNN,
+                                     build_model,
+                                     conv_constant,
+                                     embedding_constant,
+                                     head_constant,
+                                     load_official_checkpoint,
+)
+from lionsnb.lipslev.text import (  # noqa: F401
+                                     Alphabet,
+                                     apply_edit,
+                                     ball,
+                                     edit_script,
+                                     erp_distance,
+                                     levenshtein,
+                                     neighbour_count,
+                                     neighbour_edits,
+                                     neighbours,
+                                     runs,
+)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,10 +28,27 @@ from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.lipslev.certify import as_float64, certificate, logits_of_ids, pad_batch
 from lionsnb.lipslev.data import NUMBERS_LETTERS_CHARS, load_ag_news, numbers_letters, shared_dir
-from lionsnb.lipslev.model import (LipsLevCNN, build_model, conv_constant, dual, embedding_constant,  # noqa: F401
-                                   head_constant, load_official_checkpoint, operator_norm, pairwise_distances)
-from lionsnb.lipslev.text import (Alphabet, apply_edit, ball, erp_distance, levenshtein,  # noqa: F401
-                                  neighbour_count, neighbour_edits, runs)
+from lionsnb.lipslev.model import (  # noqa: F401
+    LipsLevCNN,
+    build_model,
+    conv_constant,
+    dual,
+    embedding_constant,
+    head_constant,
+    load_official_checkpoint,
+    operator_norm,
+    pairwise_distances,
+)
+from lionsnb.lipslev.text import (  # noqa: F401
+    Alphabet,
+    apply_edit,
+    ball,
+    erp_distance,
+    levenshtein,
+    neighbour_count,
+    neighbour_edits,
+    runs,
+)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401

@@ -19,8 +19,8 @@ short strings over small alphabets (|N_<=2| grows like |N_1|^2 / 2).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

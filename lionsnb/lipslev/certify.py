@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from lionsnb.lipslev.model import LipsLevCNN, dual, pairwise_distances, conv_constant
+from lionsnb.lipslev.model import LipsLevCNN, conv_constant, dual, pairwise_distances
 
 
 def as_float64(model: LipsLevCNN) -> LipsLevCNN:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import csv
 import os
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class TextSplit:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, rows: Sequence[int] | range) -> "TextSplit":
+    def subset(self, rows: Sequence[int] | range) -> TextSplit:
         rows = list(rows)
         return TextSplit([self.texts[i] for i in rows], [self.labels[i] for i in rows], self.classes,
                          f"{self.source} rows {rows[0]}..{rows[-1]}" if rows else self.source)

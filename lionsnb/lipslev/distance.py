@@ -19,16 +19,28 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.lipslev.text import (Alphabet, apply_edit, ball, ball_size, count_ball, edit_script,  # noqa: F401
-                                  erp_distance,
-                                  levenshtein, levenshtein_table, neighbour_count, neighbour_edits,
-                                  neighbours, one_hot, runs)
+from lionsnb.lipslev.text import (  # noqa: F401
+    Alphabet,
+    apply_edit,
+    ball,
+    ball_size,
+    count_ball,
+    edit_script,
+    erp_distance,
+    levenshtein,
+    levenshtein_table,
+    neighbour_count,
+    neighbour_edits,
+    neighbours,
+    one_hot,
+    runs,
+)
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.widgets import explore  # noqa: F401

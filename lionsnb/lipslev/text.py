@@ -8,9 +8,9 @@ short strings), the neighbour-count formula, and the ERP distance of real sequen
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Alphabet:
             raise ValueError("an Alphabet needs distinct single characters")
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "Alphabet":
+    def from_texts(cls, texts: Iterable[str]) -> Alphabet:
         """Distinct lowercased characters in first-occurrence order (the official construction)."""
         seen: dict[str, None] = {}
         for text in texts:
@@ -42,7 +42,7 @@ class Alphabet:
         return cls(tuple(seen))
 
     @classmethod
-    def from_char_to_id(cls, mapping: dict[str, int]) -> "Alphabet":
+    def from_char_to_id(cls, mapping: dict[str, int]) -> Alphabet:
         """From a ``{char: id}`` map with ids 1..N (e.g. the official ``char_to_id`` JSON)."""
         ids = sorted(mapping.values())
         if ids != list(range(1, len(ids) + 1)):
@@ -50,7 +50,7 @@ class Alphabet:
         return cls(tuple(sorted(mapping, key=mapping.__getitem__)))
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "Alphabet":
+    def from_json(cls, path: str | Path) -> Alphabet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no alphabet file at {path}: pass the path of a char_to_id JSON file")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,12 +34,24 @@ from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.lipslev.baselines import charmer_attack
 from lionsnb.lipslev.bruteforce import brute_force_many
-from lionsnb.lipslev.certify import (as_float64, certificate, certified_accuracy, pad_batch,  # noqa: F401
-                                     strict_radius)
-from lionsnb.lipslev.data import (NUMBERS_LETTERS_CHARS, TextSplit, load_ag_news, numbers_letters,  # noqa: F401
-                                  offline_split, shared_dir)
-from lionsnb.lipslev.model import (LipsLevCNN, build_model, conv_constant, dual, embedding_constant,  # noqa: F401
-                                   head_constant, pairwise_distances)
+from lionsnb.lipslev.certify import as_float64, certificate, certified_accuracy, pad_batch, strict_radius  # noqa: F401
+from lionsnb.lipslev.data import (  # noqa: F401
+    NUMBERS_LETTERS_CHARS,
+    TextSplit,
+    load_ag_news,
+    numbers_letters,
+    offline_split,
+    shared_dir,
+)
+from lionsnb.lipslev.model import (  # noqa: F401
+    LipsLevCNN,
+    build_model,
+    conv_constant,
+    dual,
+    embedding_constant,
+    head_constant,
+    pairwise_distances,
+)
 from lionsnb.lipslev.text import Alphabet
 from lionsnb.lipslev.train import head_spread, lipschitz_penalty, train, triangle  # noqa: F401
 from lionsnb.params import Knob, MethodSpec
@@ -209,8 +221,8 @@ def scale_invariance_gap(model: LipsLevCNN, seqs: Sequence[Sequence[int]], *, tr
     for _ in range(trials):
         factors = 10.0 ** rng.uniform(-3, 3, size=n_layers)
         gap = max(gap, float((scaled_copy(m64, factors)(ids) - base).abs().max()))
-        raw_change = max(raw_change, float(((scaled_copy(raw, factors)(ids) - base_raw).abs().max()
-                                            / base_raw.abs().max())))
+        raw_change = max(raw_change, float((scaled_copy(raw, factors)(ids) - base_raw).abs().max()
+                                            / base_raw.abs().max()))
     return {"gap": gap, "raw_change": raw_change, "trials": trials, "logit_scale": float(base.abs().max())}
 
 

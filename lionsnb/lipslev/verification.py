@@ -21,9 +21,9 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 import torch
@@ -34,12 +34,12 @@ from lionsnb.lipslev.baselines import charmer_attack, ibp_certify
 from lionsnb.lipslev.bruteforce import IncrementalEngine, brute_force_many, full_logits
 from lionsnb.lipslev.certify import as_float64, certificate, certified_accuracy, logits_of_ids, strict_radius
 from lionsnb.lipslev.data import NUMBERS_LETTERS_CHARS, TextSplit, load_ag_news, numbers_letters, shared_dir
-from lionsnb.lipslev.text import count_ball
 from lionsnb.lipslev.model import LipsLevCNN, build_model, load_official_checkpoint
-from lionsnb.lipslev.text import Alphabet, apply_edit, levenshtein, neighbour_count, neighbour_edits, runs
+from lionsnb.lipslev.text import Alphabet, apply_edit, count_ball, levenshtein, neighbour_count, neighbour_edits, runs
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (figure is re-exported for the notebook)
-from lionsnb.widgets import explore, is_headless, show_html  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.display import show_html  # noqa: F401
+from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
 
 #: the synthetic stand-in model (method note Sec. 5 teaching scale, shrunk for smoke runs)
 FALLBACK = dict(n_train=5000, min_len=8, max_len=16, embed_dim=32, hidden=64, kernel_size=5, epochs=3,

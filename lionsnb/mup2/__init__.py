@@ -6,8 +6,28 @@ layerwise perturbation scaling", NeurIPS 2024 (arXiv 2411.00075).  Uses the SAM 
 """
 from __future__ import annotations
 
-from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthCNN, WidthMLP, fit_slope, make_sam,  # noqa: F401
-                                layerwise_step_error, param_groups, perturbation_curves, perturbation_effects,
-                                perturbation_slopes)
-from lionsnb.mup2.scaling import (CONVENTION, LAYERS, PARAMETERIZATIONS, RHO_SCALINGS, VARIANTS,  # noqa: F401
-                                  LayerFactors, exponents, mup2_rho_factors, scaling_table, table_rows)
+from lionsnb.mup2.model import (  # noqa: F401
+                                EXPECTED_SLOPES,
+                                SCHEMES,
+                                WidthCNN,
+                                WidthMLP,
+                                fit_slope,
+                                layerwise_step_error,
+                                make_sam,
+                                param_groups,
+                                perturbation_curves,
+                                perturbation_effects,
+                                perturbation_slopes,
+)
+from lionsnb.mup2.scaling import (  # noqa: F401
+                                CONVENTION,
+                                LAYERS,
+                                PARAMETERIZATIONS,
+                                RHO_SCALINGS,
+                                VARIANTS,
+                                LayerFactors,
+                                exponents,
+                                mup2_rho_factors,
+                                scaling_table,
+                                table_rows,
+)

@@ -8,8 +8,16 @@ import torch.nn.functional as F
 
 from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.mup2.model import (EXPECTED_SLOPES, SCHEMES, WidthMLP, batch, fit_slope,  # noqa: F401
-                                layerwise_step_error, perturbation_curves, perturbation_slopes)
+from lionsnb.mup2.model import (  # noqa: F401
+    EXPECTED_SLOPES,
+    SCHEMES,
+    WidthMLP,
+    batch,
+    fit_slope,
+    layerwise_step_error,
+    perturbation_curves,
+    perturbation_slopes,
+)
 from lionsnb.mup2.scaling import LAYERS, mup2_rho_factors, scaling_table, table_rows
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)

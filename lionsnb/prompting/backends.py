@@ -37,9 +37,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lionsnb.files import atomic_write_text
 
@@ -129,7 +130,7 @@ class Backend:
 # --------------------------------------------------------------------------- local Hugging Face model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _penalty_processor_class():
     from transformers import LogitsProcessor
 
@@ -418,7 +419,7 @@ class OpenAICompatibleBackend(Backend):
                         self.api_key_env else ""
                     raise HTTPStatusError(f"{where} refused the request with HTTP {status}: {detail}{hint}",
                                           status) from None
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"timed out after {self.timeout:g} s"
             except urllib.error.URLError as err:
                 reason = err.reason
@@ -546,7 +547,7 @@ class ScriptedBackend(Backend):
         self._bodies = sorted(self._answer_key, key=len, reverse=True)  # longest first: the most specific match
 
     @classmethod
-    def from_bank(cls, bank, **kwargs) -> "ScriptedBackend":
+    def from_bank(cls, bank, **kwargs) -> ScriptedBackend:
         """A scripted backend that knows the gold answers of ``bank`` (or of a list of questions): option indices
         for MCQ, the numeric answer for numeric open questions, the gold text for the other open questions."""
         questions = getattr(bank, "questions", bank)

@@ -26,10 +26,11 @@ import os
 import random
 import warnings
 from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "prompting"
 QUESTION_TYPES = ("mcq", "open_answer")
@@ -167,7 +168,7 @@ class Bank:
         raise KeyError(f"no question {question_id!r} in this bank")
 
     def select(self, *, course_ids: str | Iterable[str] | None = None, question_type: str | Iterable[str] | None = None,
-               language: str | None = None, n: int | None = None, seed: int = 0) -> "Bank":
+               language: str | None = None, n: int | None = None, seed: int = 0) -> Bank:
         """A sub-bank: filter by course ids, type and language, then (with ``n``) draw a stratified sample.
 
         ``question_type`` is ``mcq``, ``open_answer``, ``mcq_single`` or ``mcq_multiple`` (or several of them);

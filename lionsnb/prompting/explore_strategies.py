@@ -23,8 +23,9 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 
@@ -32,15 +33,40 @@ from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.prompting.backends import (DETERMINISTIC, PAPER_DECODING, LocalHFBackend, OpenAICompatibleBackend,
-                                        ScriptedBackend)
+from lionsnb.prompting.backends import (
+    DETERMINISTIC,
+    PAPER_DECODING,
+    LocalHFBackend,
+    OpenAICompatibleBackend,
+    ScriptedBackend,
+)
 from lionsnb.prompting.bank import Bank, Course, Question, load_bank
-from lionsnb.prompting.grading import (DEFAULT_POINTS, GRADE_LABELS, LETTERS, check_numeric, extract_grade_label,
-                                       extract_mcq, grade_mcq, grader_messages, label_points, parse_numbers)
-from lionsnb.prompting.strategies import (LABEL_STYLE, STRATEGIES, build_messages, closing_phrase, demonstrations,
-                                          format_options, language_code, question_kind, strategy_plan)
+from lionsnb.prompting.grading import (
+    DEFAULT_POINTS,
+    GRADE_LABELS,
+    LETTERS,
+    check_numeric,
+    extract_grade_label,
+    extract_mcq,
+    grade_mcq,
+    grader_messages,
+    label_points,
+    parse_numbers,
+)
+from lionsnb.prompting.strategies import (
+    LABEL_STYLE,
+    STRATEGIES,
+    build_messages,
+    closing_phrase,
+    demonstrations,
+    format_options,
+    language_code,
+    question_kind,
+    strategy_plan,
+)
 from lionsnb.prompting.study import DEMO_COUNTS, run_study
-from lionsnb.widgets import explore, is_headless, show_html  # noqa: F401  (explore is re-exported for the notebook)
+from lionsnb.display import show_html  # noqa: F401
+from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
 
 Messages = list[dict[str, str]]
 

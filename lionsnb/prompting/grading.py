@@ -19,7 +19,8 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from lionsnb.prompting.bank import Course, Question
@@ -448,7 +449,7 @@ _LABEL_SPELLINGS = {
 _SPELLING_RE = re.compile("|".join(sorted(_LABEL_SPELLINGS, key=len, reverse=True)))
 
 
-def grader_messages(question: "Question", course: "Course | None", answer_text: str) -> Messages:
+def grader_messages(question: Question, course: Course | None, answer_text: str) -> Messages:
     """The grader's messages for one open answer (paper structure, our wording; always in English).
 
     System: the teacher of the course grading exam answers (a generic exam-grading teacher when the course name is

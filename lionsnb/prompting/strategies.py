@@ -48,8 +48,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Generator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -95,13 +96,13 @@ class Answer:
 
 # ============================================================================= small helpers
 
-def language_code(course: "Course | None") -> str:
+def language_code(course: Course | None) -> str:
     """"fr" for a French course, else "en"."""
     lang = (getattr(course, "course_language", "") or "").strip().lower()
     return "fr" if lang.startswith("fr") else "en"
 
 
-def question_kind(question: "Question") -> str:
+def question_kind(question: Question) -> str:
     """"open" (open answer), "mcq_n" (several correct options may be chosen) or "mcq_1"."""
     if question.question_type != "mcq" or not question.question_options:
         return "open"
@@ -125,7 +126,7 @@ def format_options(options: Sequence[str], style: str) -> str:
     return "\n".join(lines)
 
 
-def _gold_lines(question: "Question", style: str) -> str:
+def _gold_lines(question: Question, style: str) -> str:
     """The gold answer as a demonstration reply: the correct option lines for MCQ, the answer text otherwise."""
     if question_kind(question) == "open":
         return question.question_answer
@@ -133,7 +134,7 @@ def _gold_lines(question: "Question", style: str) -> str:
     return "\n".join(format_options(opts, style).split("\n")[i] for i in sorted(question.mcq_answer_index))
 
 
-def _course_name(course: "Course | None") -> str:
+def _course_name(course: Course | None) -> str:
     return (getattr(course, "course_name", "") or "").strip() or "this course"
 
 
@@ -301,7 +302,7 @@ def closing_phrase(kind: str, lang: str) -> str:
 
 # ============================================================================= prompt bodies
 
-def _zero_shot_prompt(q: "Question", lang: str) -> str:
+def _zero_shot_prompt(q: Question, lang: str) -> str:
     kind = question_kind(q)
     text = f"{_ZERO_SHOT[lang][kind]}\n{q.question_body}"
     if kind != "open":
@@ -309,7 +310,7 @@ def _zero_shot_prompt(q: "Question", lang: str) -> str:
     return text
 
 
-def _question_fields(q: "Question", lang: str, style: str, *, options_on_new_line: bool = False) -> str:
+def _question_fields(q: Question, lang: str, style: str, *, options_on_new_line: bool = False) -> str:
     """'Question: body' then 'Options: A: ...' (the first option right after the field label, as in the paper)."""
     f = _FIELDS[lang]
     text = f"{f['question']} {q.question_body}"
@@ -319,28 +320,28 @@ def _question_fields(q: "Question", lang: str, style: str, *, options_on_new_lin
     return text
 
 
-def _cot_prompt(q: "Question", lang: str) -> str:
+def _cot_prompt(q: Question, lang: str) -> str:
     return f"{_COT[lang][question_kind(q)]}\n{_question_fields(q, lang, 'letter')}"
 
 
-def _tot_prompt(q: "Question", lang: str) -> str:
+def _tot_prompt(q: Question, lang: str) -> str:
     closing, hint = _CLOSING[lang][question_kind(q)]
     head = _TOT[lang].format(closing=closing.rstrip(), hint=hint)
     return f"{head}\n{_question_fields(q, lang, 'bracket', options_on_new_line=True)}"
 
 
-def _metacog_prompt(q: "Question", lang: str) -> str:
+def _metacog_prompt(q: Question, lang: str) -> str:
     kind = question_kind(q)
     closing, hint = _CLOSING[lang][kind]
     return (f"{_METACOG_TASK[lang][kind]}\n{_question_fields(q, lang, 'bracket', options_on_new_line=True)}\n"
             f"{_METACOG_STAGES[lang].format(closing=closing.rstrip(), hint=hint)}")
 
 
-def _refine_prompt(q: "Question", lang: str) -> str:
+def _refine_prompt(q: Question, lang: str) -> str:
     return f"{_REFINE_ANSWER[lang][question_kind(q)]}\n{_question_fields(q, lang, 'letter')}"
 
 
-def _persona(course: "Course | None", lang: str) -> dict[str, str]:
+def _persona(course: Course | None, lang: str) -> dict[str, str]:
     return _sys(_EXPERT_PERSONA[lang].format(course=_course_name(course)))
 
 
@@ -367,7 +368,7 @@ def tfidf_matrix(texts: Sequence[str]) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def demonstrations(bank: "Bank", question: "Question", k: int) -> list["Question"]:
+def demonstrations(bank: Bank, question: Question, k: int) -> list[Question]:
     """Up to ``k`` demonstration questions for ``question``, most useful first.
 
     Rule (ours; the release's similarity lists are not public): candidates are the other questions of the same
@@ -412,7 +413,7 @@ def _json_object(text: str) -> dict | None:
     return None
 
 
-def parse_experts(reply: str, course: "Course | None", lang: str = "en") -> tuple[list[str], bool]:
+def parse_experts(reply: str, course: Course | None, lang: str = "en") -> tuple[list[str], bool]:
     """The three expert titles named in ``reply`` and whether any generic title had to be used.
 
     Reads the first JSON object of the reply (values in the order of their numeric keys, else in order); if that
@@ -459,7 +460,7 @@ def majority_vote(parsed: Sequence[tuple[int, ...] | None]) -> tuple[tuple[int, 
     raise AssertionError("unreachable")
 
 
-def _choose_expert_prompt(q: "Question", lang: str, experts: Sequence[str], answers: Sequence[str]) -> str:
+def _choose_expert_prompt(q: Question, lang: str, experts: Sequence[str], answers: Sequence[str]) -> str:
     w = _CHOOSE_EXPERT[lang]
     parts = [w["intro"], _question_fields(q, lang, "number", options_on_new_line=True)]
     for k, (name, ans) in enumerate(zip(experts, answers), start=1):
@@ -486,7 +487,7 @@ def _single_call(messages: Messages) -> Generator[Messages, str, Answer]:
     return Answer(text=reply, calls=1, transcript=[(messages, reply)])
 
 
-def _four_shot_messages(q: "Question", course: "Course | None", lang: str, demos: Sequence["Question"]) -> Messages:
+def _four_shot_messages(q: Question, course: Course | None, lang: str, demos: Sequence[Question]) -> Messages:
     shots: list[Messages] = []
     for d in list(demos)[:4]:
         explanation = (getattr(d, "question_explanation", "") or "").strip()
@@ -497,8 +498,8 @@ def _four_shot_messages(q: "Question", course: "Course | None", lang: str, demos
     return [_persona(course, lang)] + [m for s in shots for m in s] + [_user(_cot_prompt(q, lang))]
 
 
-def strategy_plan(strategy: str, question: "Question", course: "Course | None",
-                  demos: Sequence["Question"] = ()) -> Generator[Messages, str, Answer]:
+def strategy_plan(strategy: str, question: Question, course: Course | None,
+                  demos: Sequence[Question] = ()) -> Generator[Messages, str, Answer]:
     """The generator of ``strategy``'s model calls for one question (see the module docstring).
 
     ``demos``: one_shot uses ``demos[:1]`` and cot_four_shot ``demos[:4]`` (with fewer demos the prompt simply has
@@ -527,7 +528,7 @@ def strategy_plan(strategy: str, question: "Question", course: "Course | None",
     return _expert_prompting(q, course, lang)
 
 
-def _self_refine(q: "Question", course: "Course | None", lang: str) -> Generator[Messages, str, Answer]:
+def _self_refine(q: Question, course: Course | None, lang: str) -> Generator[Messages, str, Answer]:
     """Answer, feedback on that answer, refined answer (Madaan et al. 2023): one conversation, three calls."""
     transcript = []
     first = [_persona(course, lang), _user(_refine_prompt(q, lang))]
@@ -543,7 +544,7 @@ def _self_refine(q: "Question", course: "Course | None", lang: str) -> Generator
     return Answer(text=refined, calls=3, transcript=transcript)
 
 
-def _expert_prompting(q: "Question", course: "Course | None", lang: str) -> Generator[Messages, str, Answer]:
+def _expert_prompting(q: Question, course: Course | None, lang: str) -> Generator[Messages, str, Answer]:
     """Name three experts (JSON), let each answer, combine: majority vote (MCQ) or a choosing call (open)."""
     transcript = []
     naming = [_sys(_PROFESSOR[lang].format(course=_course_name(course))),
@@ -572,8 +573,8 @@ def _expert_prompting(q: "Question", course: "Course | None", lang: str) -> Gene
     return Answer(text=answers[pick if pick is not None else 0], calls=5, transcript=transcript)
 
 
-def build_messages(strategy: str, question: "Question", course: "Course | None",
-                   demos: Sequence["Question"] = ()) -> Messages:
+def build_messages(strategy: str, question: Question, course: Course | None,
+                   demos: Sequence[Question] = ()) -> Messages:
     """The messages of the strategy's FIRST model call (what a notebook cell displays)."""
     return next(strategy_plan(strategy, question, course, demos))
 

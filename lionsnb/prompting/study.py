@@ -30,11 +30,19 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from lionsnb.prompting.backends import DETERMINISTIC, Backend, ResponseCache, normalize_decoding
-from lionsnb.prompting.grading import (DEFAULT_POINTS, check_numeric, extract_grade_label, extract_mcq, grade_mcq,
-                                       grader_messages, grader_retry_messages)
+from lionsnb.prompting.grading import (
+    DEFAULT_POINTS,
+    check_numeric,
+    extract_grade_label,
+    extract_mcq,
+    grade_mcq,
+    grader_messages,
+    grader_retry_messages,
+)
 from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, demonstrations, strategy_plan
 
 #: how many demonstrations each strategy uses (the others use none)

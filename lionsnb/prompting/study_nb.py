@@ -34,8 +34,9 @@ import os
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 
@@ -43,13 +44,28 @@ from lionsnb.context import setup_for
 from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.prompting.backends import (DETERMINISTIC, PAPER_DECODING, Backend, LocalHFBackend,
-                                        OpenAICompatibleBackend, ScriptedBackend)
+from lionsnb.prompting.backends import (
+    DETERMINISTIC,
+    PAPER_DECODING,
+    Backend,
+    LocalHFBackend,
+    OpenAICompatibleBackend,
+    ScriptedBackend,
+)
 from lionsnb.prompting.bank import Bank, Question, load_bank  # noqa: F401  (load_bank: for the notebook)
 from lionsnb.prompting.grading import cohen_kappa
 from lionsnb.prompting.strategies import STRATEGIES, build_messages, demonstrations
-from lionsnb.prompting.study import (DEMO_COUNTS, accuracy_by_strategy, breakdown, course_scores, pass_rates,
-                                     question_scores, run_study, summary, unparseable_rate)
+from lionsnb.prompting.study import (
+    DEMO_COUNTS,
+    accuracy_by_strategy,
+    breakdown,
+    course_scores,
+    pass_rates,
+    question_scores,
+    run_study,
+    summary,
+    unparseable_rate,
+)
 from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
 
 SPEC = MethodSpec(

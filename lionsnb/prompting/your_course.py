@@ -23,8 +23,9 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
 
@@ -33,13 +34,28 @@ from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.prompting.backends import ScriptedBackend
-from lionsnb.prompting.bank import (DATA_DIR, KINDS, TEACHER_COLUMNS, Bank, load_bank, load_teacher_file,
-                                    validate_bank)
-from lionsnb.prompting.explore_strategies import (BACKENDS, DECODINGS, decoding_settings, describe_backend,
-                                                  generation_note, make_backend, response_dir, show_html, table_html)
+from lionsnb.prompting.bank import DATA_DIR, KINDS, TEACHER_COLUMNS, Bank, load_bank, load_teacher_file, validate_bank
+from lionsnb.prompting.explore_strategies import (
+    BACKENDS,
+    DECODINGS,
+    decoding_settings,
+    describe_backend,
+    generation_note,
+    make_backend,
+    response_dir,
+    show_html,
+    table_html,
+)
 from lionsnb.prompting.strategies import STRATEGIES
-from lionsnb.prompting.study import (accuracy_by_strategy, course_scores, pass_rates, question_scores, run_study,
-                                     summary, unparseable_rate)
+from lionsnb.prompting.study import (
+    accuracy_by_strategy,
+    course_scores,
+    pass_rates,
+    question_scores,
+    run_study,
+    summary,
+    unparseable_rate,
+)
 from lionsnb.widgets import explore, is_headless  # noqa: F401  (explore is re-exported for the notebook)
 
 EXAMPLE_FILE = DATA_DIR / "example_teacher.csv"

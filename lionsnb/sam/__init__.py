@@ -8,9 +8,15 @@
 """
 from __future__ import annotations
 
-from lionsnb.sam.losses import (GAMMA, bisam_loss, phi_log, phi_tanh, smooth_cross_entropy,  # noqa: F401
-                                zero_one_loss)
-from lionsnb.sam.optim import (SAM, SAMPa, GradientPair, SequentialPair, disable_running_stats,  # noqa: F401
-                               enable_running_stats, gradient_at)
-from lionsnb.sam.steps import SEQUENTIAL_GRADIENTS, bisam_step, make_optimizer, sam_step, sampa_step  # noqa: F401,E402
+from lionsnb.sam.losses import GAMMA, bisam_loss, phi_log, phi_tanh, smooth_cross_entropy, zero_one_loss  # noqa: F401
+from lionsnb.sam.optim import (  # noqa: F401
+                                SAM,
+                                GradientPair,
+                                SAMPa,
+                                SequentialPair,
+                                disable_running_stats,
+                                enable_running_stats,
+                                gradient_at,
+)
 from lionsnb.sam.parallel import ConcurrentPair, DistributedPair, VmapPair, run_distributed_sampa  # noqa: F401,E402
+from lionsnb.sam.steps import SEQUENTIAL_GRADIENTS, bisam_step, make_optimizer, sam_step, sampa_step  # noqa: F401,E402

@@ -8,9 +8,16 @@ from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import colors, figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.data import DATASETS, cached_split, load_data, resolve_dataset  # noqa: F401
+from lionsnb.sam.experiments import (  # noqa: F401
+    ascent_increase,
+    filter_normalized_direction,
+    load_run_model,
+    loss_surface,
+    rescale_relu_mlp,
+    summarise,
+    train_run,
+)
 from lionsnb.sam.optim import SAM  # noqa: F401
-from lionsnb.sam.experiments import (ascent_increase, filter_normalized_direction, load_run_model,  # noqa: F401
-                                     loss_surface, rescale_relu_mlp, summarise, train_run)
 from lionsnb.widgets import explore  # noqa: F401
 
 SPEC = MethodSpec(

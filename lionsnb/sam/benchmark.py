@@ -32,9 +32,9 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm

@@ -20,7 +20,7 @@ with the conventions of the official code (see :class:`SAMPa`).
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -183,7 +183,7 @@ class SAMPa:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  lr: float = 0.1, rho: float = 0.1, lam: float = 0.2, momentum: float = 0.0,
-                 weight_decay: float = 0.0, backend: "GradientPair | None" = None):
+                 weight_decay: float = 0.0, backend: GradientPair | None = None):
         if rho < 0 or not 0.0 <= lam <= 1.0 or lr <= 0:
             raise ValueError(f"need rho >= 0, 0 <= lam <= 1 and lr > 0; got rho={rho}, lam={lam}, lr={lr}")
         self.model, self.loss_fn = model, loss_fn

@@ -23,10 +23,10 @@ from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import colors, figure, label  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.basics import model_kind  # noqa: F401
+from lionsnb.sam.benchmark import time_methods  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.data import DATASETS, build_model, cached_split, resolve_dataset  # noqa: F401
 from lionsnb.sam.experiments import summarise, train_run  # noqa: F401
 from lionsnb.sam.losses import smooth_cross_entropy
-from lionsnb.sam.benchmark import time_methods  # noqa: F401  (re-exported for the notebook)
 from lionsnb.sam.optim import SAMPa, flat, gradient_at
 from lionsnb.widgets import explore  # noqa: F401
 

@@ -6,7 +6,7 @@ SAMPa 1 when its two independent gradients run in parallel.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -1,13 +1,12 @@
-"""Summaries and exercise checks of the start-here notebook."""
+"""Summaries of the start-here experiments: the MLP runs' metrics and SAM's ascent against random directions."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from lionsnb.datasets import Split
-from lionsnb.exercises import ExerciseResult, check_exercise
 from lionsnb.models import flat_parameters
 
 
@@ -32,35 +31,6 @@ def summarise_mlp_runs(mlp_runs: dict) -> dict:
         "diverged_runs": len(mlp_runs) - len(stable),
     }
     return {"stable_lrs": stable, "metrics": metrics}
-
-
-def _reference_top_eigenvalue(A: torch.Tensor, iters: int = 100) -> float:
-    from lionsnb.sharpness import top_eigenvalue
-
-    return top_eigenvalue(A, iters)
-
-
-def check_exercise_top_eigenvalue(attempt: Callable, ctx=None) -> ExerciseResult:
-    """Exercise 1: power iteration on explicit symmetric matrices with a clear top eigenvalue."""
-    gen = torch.Generator().manual_seed(1)
-    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
-    cases = [
-        (torch.diag(torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)), 200),
-        (q @ torch.diag(torch.tensor([5.0, 2.0, 1.0, 0.5, 0.1, 0.0], dtype=torch.float64)) @ q.T, 200),
-    ]
-    return check_exercise("power iteration", attempt, _reference_top_eigenvalue, cases,
-                          compare=lambda got, exp: abs(float(got) - exp) <= 1e-3 * abs(exp),
-                          hint="normalise v after every product and return float(v @ (A @ v)).", ctx=ctx)
-
-
-def check_exercise_sam_perturbation(attempt: Callable, ctx=None) -> ExerciseResult:
-    """Exercise 2: e = rho g / (||g|| + 1e-12)."""
-    from lionsnb.sharpness import sam_perturbation
-
-    gen = torch.Generator().manual_seed(2)
-    cases = [(torch.tensor([3.0, 4.0]), 0.5), (torch.randn(50, generator=gen), 0.05), (torch.zeros(4), 0.1)]
-    return check_exercise("SAM perturbation", attempt, sam_perturbation, cases,
-                          hint="divide the gradient by its L2 norm plus 1e-12, then scale by rho.", ctx=ctx)
 
 
 @torch.no_grad()

@@ -5,14 +5,14 @@ lists and numbers so that ``ctx.cached`` can store them.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lionsnb.datasets import Split
 from lionsnb.models import MLP, flat_parameters
+from lionsnb.progress import progress
 from lionsnb.sharpness.hessian import exact_hessian, power_iteration, top_hessian_eigenvalue
 from lionsnb.sharpness.surfaces import TwoBasinSurface, gradient_descent, worst_case_loss
 
@@ -89,7 +89,8 @@ def flip_radius(curves: dict) -> float:
 
 def predicted_flip_radius(curves: dict) -> float:
     """Where the quadratic predictions cross: sqrt(2 (L_f - L_s) / (lambda_s - lambda_f))."""
-    return math.sqrt(2 * (curves["flat_loss"] - curves["sharp_loss"]) / (curves["sharp_lambda"] - curves["flat_lambda"]))
+    gap = curves["flat_loss"] - curves["sharp_loss"]
+    return math.sqrt(2 * gap / (curves["sharp_lambda"] - curves["flat_lambda"]))
 
 
 def sam_landscape(surface: TwoBasinSurface, rho: float, n: int, n_angles: int = 48, n_radii: int = 6) -> torch.Tensor:
@@ -118,7 +119,7 @@ def train_full_batch_gd(split: Split, lr: float, hidden: int, steps: int, eval_e
     xt, yt = split.x_test.to(device), split.y_test.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     log: dict[str, list] = {"step": [], "sharpness": [], "train_loss": [], "test_acc": []}
-    for step in tqdm(range(steps + 1), desc=f"GD lr={lr:g}", leave=False):
+    for step in progress(range(steps + 1), desc=f"full-batch GD, lr {lr:g}", unit="step"):
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
                 train_loss = float(F.cross_entropy(model(x), y))
@@ -195,3 +196,22 @@ def power_iteration_check(split: Split, hidden: int = 8, n: int = 200, steps: in
     estimate = top_hessian_eigenvalue(model, F.cross_entropy, x, y, iters=200, seed=seed, tol=1e-10)
     return {"n_params": H.shape[0], "exact_top": float(eigs[-1]), "second": float(eigs[-2]),
             "estimate": estimate, "rel_error": abs(estimate - float(eigs[-1])) / abs(float(eigs[-1]))}
+
+
+def sam_landscapes(surface: TwoBasinSurface, rhos: Sequence[float], n: int) -> dict[float, torch.Tensor]:
+    """:func:`sam_landscape` for every radius in ``rhos``."""
+    return {float(r): sam_landscape(surface, r, n) for r in rhos}
+
+
+def train_mlp_runs(split: Split, lrs: Sequence[float], hidden: int, steps: int, eval_every: int, power_iters: int,
+                   seed: int, device: str = "cpu") -> dict[float, dict]:
+    """:func:`train_full_batch_gd` for every learning rate in ``lrs`` (same seed, same data)."""
+    return {float(lr): train_full_batch_gd(split, lr, hidden, steps, eval_every, power_iters, seed=seed,
+                                           device=device) for lr in lrs}
+
+
+def slices_of_runs(mlp_runs: dict, lrs: Sequence[float], split: Split, hidden: int, rhos: Sequence[float],
+                   n_points: int, power_iters: int, seed: int = 0) -> dict[float, dict]:
+    """:func:`loss_slices` around the trained networks of ``mlp_runs`` for the learning rates ``lrs``."""
+    return {float(lr): loss_slices(load_mlp(mlp_runs[lr]["state"], split, hidden), split, rhos, n_points,
+                                   power_iters, seed=seed) for lr in lrs}

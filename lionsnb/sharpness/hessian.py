@@ -1,7 +1,7 @@
 """Sharpness of a minimum: the Hessian's top eigenvalue by power iteration on Hessian-vector products."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -81,3 +81,9 @@ def exact_hessian(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -
         return loss_fn(functional_call(model, tensors, (x,)), y)
 
     return torch.autograd.functional.hessian(f, flat0)
+
+
+def top_eigenvalue(A: torch.Tensor, iters: int = 100) -> float:
+    """Largest-magnitude eigenvalue of a symmetric matrix by power iteration (the start-here exercise's reference)."""
+    return power_iteration(lambda v: A @ v, A.shape[0], iters=iters, generator=torch.Generator().manual_seed(0),
+                           dtype=A.dtype)[0]

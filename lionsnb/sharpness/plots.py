@@ -88,7 +88,8 @@ def draw_mlp_runs(fig, *, mlp_runs: dict) -> None:
     """Sharpness during full-batch GD for each learning rate (with its 2/lr line), and test accuracy."""
     ax1, ax2 = fig.subplots(1, 2)
     for (lr, run), color in zip(sorted(mlp_runs.items()), colors(len(mlp_runs))):
-        ax1.plot(run["step"], run["sharpness"], color=color, label=f"lr = {lr:g}" + (" (diverged)" if run["diverged"] else ""))
+        label_ = f"lr = {lr:g}" + (" (diverged)" if run["diverged"] else "")
+        ax1.plot(run["step"], run["sharpness"], color=color, label=label_)
         ax1.axhline(2 / lr, color=color, ls="--", lw=0.8)
         ax2.plot(run["step"], run["test_acc"], color=color, label=f"lr = {lr:g}")
     ax1.set_yscale("log")

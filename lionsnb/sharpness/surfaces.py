@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -136,3 +136,8 @@ def worst_case_loss(surface: TwoBasinSurface, w, rho: float, n_angles: int = 128
 def quadratic_worst_case(loss_at_min: float, sharpness: float, rho: float) -> float:
     """Second-order prediction of the worst-case loss at a minimum: L(w*) + 1/2 lambda_max rho^2."""
     return loss_at_min + 0.5 * sharpness * rho ** 2
+
+
+def sam_perturbation(grad: torch.Tensor, rho: float) -> torch.Tensor:
+    """SAM's first-order worst-case perturbation e = rho g / ||g||_2 (Foret et al. 2021, Eq. 2); 0 for g = 0."""
+    return rho * grad / (grad.norm() + 1e-12)
