@@ -283,3 +283,17 @@ def test_scores_rejects_bad_shapes() -> None:
         scores(torch.zeros(2, 3, 4), None)
     with pytest.raises(ValueError, match="one id per row"):
         scores(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
+
+
+def test_benchmark_loop_baseline_and_perplexity_fast_path_agree() -> None:
+    from lionsnb.vlmia.benchmark import loop_scores
+    from lionsnb.vlmia.metrics import perplexity
+
+    logits = mixed_logits(15, 40, 11)
+    ids = torch.randint(0, 40, (15,), generator=torch.Generator().manual_seed(4))
+    ours = scores(logits, ids)
+    for k, v in loop_scores(logits, ids).items():
+        assert ours[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+    batch = torch.randn(3, 9, 30, dtype=torch.float64)
+    bids = torch.randint(0, 30, (3, 9))
+    assert np.allclose(perplexity(batch, bids, [9, 4, 2]), batch_scores(batch, bids, [9, 4, 2])["ppl"], rtol=1e-12)

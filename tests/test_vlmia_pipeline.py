@@ -11,8 +11,15 @@ from lionsnb.vlmia import roc_metrics, scores, slices
 from lionsnb.vlmia.data import INSTRUCTION, make_pairs, make_tokenizer, patchify
 from lionsnb.vlmia.experiments import attack, auc_table, load_tiny, metric_key, tiny_config
 from lionsnb.vlmia.model import TinyVLMConfig, build_tiny_vlm, caption_batch
-from lionsnb.vlmia.pipeline import (HFLlavaAdapter, TinyVLMAdapter, build_sequence, describe, run_pipeline,
-                                    score_texts, sequence_traces)
+from lionsnb.vlmia.pipeline import (
+    TinyVLMAdapter,
+    build_sequence,
+    describe,
+    run_pipeline,
+    score_texts,
+    sequence_traces,
+    tiny_random_llava,
+)
 
 
 def per_example_reference(adapter, images, descriptions, compat="vlmia"):
@@ -158,38 +165,8 @@ def test_metric_key_families() -> None:
 
 # --------------------------------------------------------------------------- transformers' LLaVA, offline
 
-def tiny_llava():
-    """A randomly initialised LlavaForConditionalGeneration (CLIP 28 px / 14 px patches -> 4 image tokens) with a
-    word-level tokenizer and a CLIP image processor, all built in memory."""
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    words = ["<pad>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:", "Say."] + [f"w{i}" for i in range(40)]
-    vocab = {w: i for i, w in enumerate(words)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
-                                                     pad_token="<pad>")
-    cfg = transformers.LlavaConfig(
-        vision_config=transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                    num_attention_heads=2, image_size=28, patch_size=14),
-        text_config=transformers.LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                             max_position_embeddings=128, pad_token_id=0),
-        image_token_index=vocab["<image>"], vision_feature_layer=-1)
-    torch.manual_seed(0)
-    model = transformers.LlavaForConditionalGeneration(cfg).eval()
-    try:
-        from transformers import CLIPImageProcessorPil as Processor
-    except ImportError:  # older transformers
-        from transformers import CLIPImageProcessor as Processor
-    processor = Processor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
-    return HFLlavaAdapter(model, tokenizer, processor, template="USER: <image> {instruction} ASSISTANT: {description}")
-
-
 def test_pipeline_runs_unchanged_on_transformers_llava() -> None:
-    adapter = tiny_llava()
+    adapter = tiny_random_llava()
     assert adapter.n_image == 4
     images = make_pairs(3, 0).images
     res = run_pipeline(adapter, images, "Say.", max_new_tokens=5, min_new_tokens=2, batch_size=1)

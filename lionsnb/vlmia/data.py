@@ -11,8 +11,8 @@ the IID images never have) for the distribution-shift confound.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.captions)
 
-    def subset(self, index: Sequence[int]) -> "Pairs":
+    def subset(self, index: Sequence[int]) -> Pairs:
         idx = list(index)
         return Pairs(self.images[idx], [self.captions[i] for i in idx], [self.templates[i] for i in idx],
                      [self.tails[i] for i in idx], self.distribution, self.seed, [self.meta[i] for i in idx])

@@ -9,8 +9,10 @@ Everything returns plain dicts of tensors, arrays, numbers and strings, so that 
 """
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any, Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +21,12 @@ from lionsnb.vlmia.data import INSTRUCTION, Pairs, make_pairs
 from lionsnb.vlmia.evaluation import roc_metrics, roc_summary
 from lionsnb.vlmia.metrics import ALPHAS, RENYI_RATIOS, _pct
 from lionsnb.vlmia.model import TinyVLM, TinyVLMConfig, build_tiny_vlm, train_tiny_vlm
-from lionsnb.vlmia.pipeline import TinyVLMAdapter, run_pipeline
+from lionsnb.vlmia.pipeline import TinyVLMAdapter, describe, run_pipeline, sequence_traces
 
 __all__ = ["tiny_config", "make_tiny_data", "pretrain", "finetune", "load_tiny", "attack", "auc_table",
-           "metric_key", "FAMILIES", "TARGET_BASED", "HEATMAP_ROWS", "ALPHA_LABELS", "K_PERCENTS", "roc_table"]
+           "metric_key", "FAMILIES", "TARGET_BASED", "HEATMAP_ROWS", "ALPHA_LABELS", "K_PERCENTS", "roc_table",
+           "TinySetup", "tiny_setup", "train_target", "epoch_sweep", "confound_study", "setup_data", "renyi_keys",
+           "example_traces", "tail_recall", "attack_members"]
 
 #: metric families of the explorer; target-based ones need the true next token (N/A on the image slice)
 FAMILIES = ("MaxRényi-K%", "MinRényi-K%", "Min-K% Prob", "Perplexity", "ModRényi", "Max-Prob-Gap", "Min-K%++")
@@ -148,3 +152,140 @@ def roc_table(result: Mapping[str, Any], slice_name: str, keys: Sequence[str]) -
 def renyi_keys() -> list[str]:
     """Every MaxRényi-K% key."""
     return [f"Max_{_pct(r)} renyi_{a}" for r in RENYI_RATIOS for a in ALPHAS]
+
+
+# --------------------------------------------------------------------------- the notebooks' cached computations
+
+@dataclass(frozen=True)
+class TinySetup:
+    """Everything that determines a tiny-VLM experiment (a cache key): data, model, the two training stages and
+    the generation settings of the attack."""
+
+    image_size: int
+    n_embd: int
+    n_layer: int
+    n_members: int
+    n_nonmembers: int
+    n_pool: int
+    n_shifted: int
+    pretrain_epochs: int
+    epochs: int
+    checkpoints: tuple[int, ...]
+    lr: float
+    batch_size: int
+    max_new_tokens: int
+    min_new_tokens: int
+    seed: int
+
+    @property
+    def config(self) -> TinyVLMConfig:
+        return tiny_config({"image_size": self.image_size, "n_embd": self.n_embd, "n_layer": self.n_layer})
+
+    @property
+    def sweep_epochs(self) -> list[int]:
+        """The epochs at which the attack is run: the checkpoints and the last epoch."""
+        return sorted(set(self.checkpoints) | {self.epochs})
+
+
+def tiny_setup(sizes: Mapping[str, Any], seed: int) -> TinySetup:
+    """A :class:`TinySetup` from a profile's sizes (``ctx.sizes``)."""
+    return TinySetup(image_size=int(sizes["image_size"]), n_embd=int(sizes["n_embd"]), n_layer=int(sizes["n_layer"]),
+                     n_members=int(sizes["n_members"]), n_nonmembers=int(sizes["n_nonmembers"]),
+                     n_pool=int(sizes["n_pool"]), n_shifted=int(sizes.get("n_shifted", 0)),
+                     pretrain_epochs=int(sizes["pretrain_epochs"]), epochs=int(sizes["epochs"]),
+                     checkpoints=tuple(int(c) for c in sizes["checkpoints"]), lr=float(sizes["lr"]),
+                     batch_size=int(sizes["batch_size"]), max_new_tokens=int(sizes["max_new_tokens"]),
+                     min_new_tokens=int(sizes.get("min_new_tokens", 2)), seed=int(seed))
+
+
+def setup_data(setup: TinySetup) -> dict[str, Pairs]:
+    """The (seeded) pairs of an experiment: members, non-members, pool and shifted non-members."""
+    return make_tiny_data(setup.n_members, setup.n_nonmembers, setup.n_pool, setup.image_size, setup.seed,
+                          n_shifted=setup.n_shifted)
+
+
+def train_target(setup: TinySetup, progress: Callable | None = None) -> dict[str, Any]:
+    """Both training stages: ``base`` (pre-trained on the pool) and ``states`` (instruction-tuned on the members,
+    one state per checkpoint epoch, keys as strings), with losses and wall times."""
+    data = setup_data(setup)
+    cfg = setup.config
+    base = pretrain(data["pool"], cfg, setup.pretrain_epochs, seed=setup.seed, lr=setup.lr,
+                    batch_size=setup.batch_size, progress=progress)
+    tuned = finetune(data["members"], base["state"], cfg, setup.epochs, setup.sweep_epochs, seed=setup.seed,
+                     lr=setup.lr, batch_size=setup.batch_size, progress=progress)
+    return {"base": base["state"], "states": tuned["states"], "pretrain_losses": base["losses"],
+            "losses": tuned["losses"], "pretrain_seconds": base["seconds"], "train_seconds": tuned["seconds"]}
+
+
+def _attack_setup(setup: TinySetup, state: Mapping[str, torch.Tensor] | None, images: torch.Tensor,
+                  labels: np.ndarray) -> dict[str, Any]:
+    return attack(load_tiny(setup.config, state), images, labels, max_new_tokens=setup.max_new_tokens,
+                  min_new_tokens=setup.min_new_tokens, batch_size=256)
+
+
+def attack_members(setup: TinySetup, state: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+    """The attack with one model (``None`` = untrained) on the members against the IID non-members."""
+    data = setup_data(setup)
+    images = torch.cat([data["members"].images, data["nonmembers"].images])
+    labels = np.r_[np.ones(setup.n_members, dtype=np.int64), np.zeros(setup.n_nonmembers, dtype=np.int64)]
+    out = _attack_setup(setup, state, images, labels)
+    out["captions"] = data["members"].captions + data["nonmembers"].captions
+    return out
+
+
+def epoch_sweep(setup: TinySetup, run: Mapping[str, Any], progress: Callable | None = None) -> dict[str, Any]:
+    """The attack (members against IID non-members) on the untrained model and on every checkpoint of the
+    instruction tuning (epoch 0 is the pre-trained base): ``{"epochs", "results": {str(epoch): attack},
+    "untrained", "captions", "seconds"}``."""
+    data = setup_data(setup)
+    images = torch.cat([data["members"].images, data["nonmembers"].images])
+    labels = np.r_[np.ones(setup.n_members, dtype=np.int64), np.zeros(setup.n_nonmembers, dtype=np.int64)]
+    started = time.perf_counter()
+    epochs = setup.sweep_epochs
+    out = {"epochs": epochs, "results": {}, "captions": data["members"].captions + data["nonmembers"].captions}
+    for e in (progress(epochs, desc="attacking each checkpoint") if progress else epochs):
+        out["results"][str(e)] = _attack_setup(setup, run["states"][str(e)], images, labels)
+    out["untrained"] = _attack_setup(setup, None, images, labels)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def confound_study(setup: TinySetup, base_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The distribution-shift confound with the pre-trained model that never saw the members: members against IID
+    non-members (``iid``) and against shifted non-members (``shifted``)."""
+    data = setup_data(setup)
+    if setup.n_shifted < 1:
+        raise ValueError("the confound needs shifted non-members: set n_shifted > 0 in the profile")
+    members = data["members"].images
+    iid = _attack_setup(setup, base_state, torch.cat([members, data["nonmembers"].images]),
+                        np.r_[np.ones(len(members), dtype=np.int64), np.zeros(setup.n_nonmembers, dtype=np.int64)])
+    shifted = _attack_setup(setup, base_state, torch.cat([members, data["shifted"].images]),
+                            np.r_[np.ones(len(members), dtype=np.int64), np.zeros(setup.n_shifted, dtype=np.int64)])
+    return {"iid": iid, "shifted": shifted, "captions_shifted": data["shifted"].captions}
+
+
+def example_traces(setup: TinySetup, state: Mapping[str, torch.Tensor], indices: Mapping[str, int]
+                   ) -> dict[str, dict[str, Any]]:
+    """For named examples (``{"member": 0, "non-member": 0}``; members first, then non-members, in the order of
+    :func:`setup_data`), the greedy description and the per-position quantities over its whole inference sequence.
+
+    Storable: slices as ``[start, stop]``, quantities as arrays, tokens as strings, plus the true caption."""
+    data = setup_data(setup)
+    pairs = {"member": data["members"], "non-member": data["nonmembers"]}
+    adapter = TinyVLMAdapter(load_tiny(setup.config, state))
+    out = {}
+    for name, index in indices.items():
+        kind = "member" if name.startswith("member") else "non-member"
+        image = pairs[kind].images[index:index + 1]
+        desc = describe(adapter, image, INSTRUCTION, setup.max_new_tokens, min_new_tokens=setup.min_new_tokens)[0]
+        tr = sequence_traces(adapter, image, INSTRUCTION, desc)
+        out[name] = {"quantities": tr["quantities"], "ids": tr["ids"], "tokens": tr["tokens"],
+                     "slices": {k: [v.start, v.stop] for k, v in tr["slices"].items()}, "description": desc,
+                     "caption": pairs[kind].captions[index], "logits": tr["logits"].detach().double()}
+    return out
+
+
+def tail_recall(descriptions: Sequence[str], captions: Sequence[str], tail_len: int = 2) -> float:
+    """Share of descriptions that end with the true idiosyncratic tail of their caption (memorisation)."""
+    hits = [d.split()[-tail_len:] == c.split()[-tail_len:] for d, c in zip(descriptions, captions)]
+    return float(np.mean(hits)) if hits else float("nan")

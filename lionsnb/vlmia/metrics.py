@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["CLAMP", "MIN_PROB_RATIOS", "RENYI_RATIOS", "ALPHAS", "score_keys", "k_of", "position_quantities",
-           "chunked_quantities", "aggregate", "batch_scores", "scores", "perplexity", "text_scores", "aug_kl", "min_k_plus_plus",
-           "COMPAT_MODES", "QUANTITIES"]
+           "chunked_quantities", "aggregate", "batch_scores", "scores", "perplexity", "max_renyi_k", "min_k_prob",
+           "text_scores", "aug_kl", "min_k_plus_plus", "COMPAT_MODES", "QUANTITIES"]
 
 #: p̃ = clamp(p, CLAMP, 1 - CLAMP) in the Rényi entropies, ModRényi and modified entropy (metric_util.py#L159).
 CLAMP = 1e-10
@@ -276,6 +276,26 @@ def scores(logits: torch.Tensor, ids: torch.Tensor | None, compat: str = "vlmia"
         ids = ids.unsqueeze(0)
     batch = batch_scores(logits.unsqueeze(0), ids, compat=compat)
     return {k: float(v[0]) for k, v in batch.items()}
+
+
+def max_renyi_k(values: Sequence[float] | np.ndarray, ratio: float, largest: bool = True) -> float:
+    """MaxRényi-K% of one sequence from its per-position entropies: the mean of the k = max(1, int(n K)) largest
+    values (``largest=False``: the smallest, MinRényi-K%); NaN for an empty sequence. The loop-free batched form is
+    :func:`aggregate`."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if v.size == 0:
+        return math.nan
+    k = k_of(v.size, ratio)
+    return float(np.mean(v[-k:] if largest else v[:k]))
+
+
+def min_k_prob(logprobs: Sequence[float] | np.ndarray, ratio: float) -> float:
+    """Min-K% Prob of one sequence (Shi et al. 2024, as the reference computes it): minus the mean of the
+    k = max(1, int(n K)) smallest target log-probabilities; NaN for an empty sequence."""
+    v = np.sort(np.asarray(logprobs, dtype=np.float64))
+    if v.size == 0:
+        return math.nan
+    return float(-np.mean(v[:k_of(v.size, ratio)]))
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None = None,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -67,7 +67,8 @@ class TinyVLM(nn.Module):
         return self.projector(patchify(images, self.config.patch))
 
     def embed(self, images: torch.Tensor, prefix_ids: torch.Tensor, suffix_ids: torch.Tensor) -> torch.Tensor:
-        """inputs_embeds of [prefix][image][suffix]; ``prefix_ids`` ``[c0]`` or ``[B, c0]``, ``suffix_ids`` ``[B, L]``."""
+        """inputs_embeds of [prefix][image][suffix]; ``prefix_ids`` ``[c0]`` or ``[B, c0]``, ``suffix_ids``
+        ``[B, L]``."""
         wte = self.lm.get_input_embeddings()
         b = images.shape[0]
         prefix = prefix_ids.expand(b, -1) if prefix_ids.dim() == 1 else prefix_ids
@@ -99,17 +100,29 @@ class TinyVLM(nn.Module):
 
         emb = self.embed(images, prefix_ids, suffix_ids)
         out = self.lm(inputs_embeds=emb, use_cache=True)
-        past, nxt = out.past_key_values, pick(out.logits[:, -1], 0)
+        past, nxt = _cache_of(out), pick(out.logits[:, -1], 0)
         tokens = [nxt]
         for step in range(1, max_new_tokens):
             if emb.shape[1] + len(tokens) > self.config.n_positions:
                 break
-            out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(nxt[:, None]), past_key_values=past,
-                          use_cache=True)
-            past, nxt = out.past_key_values, pick(out.logits[:, -1], step)
+            out = self.lm(inputs_embeds=self.lm.get_input_embeddings()(nxt[:, None]), use_cache=True,
+                          **{_cache_argument(self.lm): past})
+            past, nxt = _cache_of(out), pick(out.logits[:, -1], step)
             tokens.append(nxt)
         seqs = torch.stack(tokens, 1).tolist()
         return [s[:s.index(eos)] if eos in s else s for s in seqs]
+
+
+def _cache_argument(lm: nn.Module) -> str:
+    """The KV-cache keyword of the model's forward: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _cache_of(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def build_tiny_vlm(config: TinyVLMConfig | None = None, seed: int = 0,

@@ -16,19 +16,20 @@ scoring overhead can be reported as a ratio.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from lionsnb.vlmia.data import INSTRUCTION, WordTokenizer
+from lionsnb.vlmia.data import WordTokenizer
 from lionsnb.vlmia.metrics import aggregate, chunked_quantities
 from lionsnb.vlmia.slicing import slices
 
 __all__ = ["VLMAdapter", "TinyVLMAdapter", "HFLlavaAdapter", "PipelineResult", "build_sequence", "describe",
            "run_pipeline", "score_texts", "LLAVA_TEMPLATE", "LLAVA_INSTRUCTION", "LLAVA_HUB_ID", "TINY_TEMPLATE",
-           "load_llava", "sequence_traces", "sequence_quantities", "slice_rows"]
+           "load_llava", "sequence_traces", "sequence_quantities", "slice_rows", "tiny_random_llava"]
 
 LLAVA_HUB_ID = "llava-hf/llava-1.5-7b-hf"
 #: LLaVA-1.5's conversation template (vicuna_v1 with its system prompt); ``{description}`` is empty while generating
@@ -65,10 +66,12 @@ def build_sequence(adapter: VLMAdapter, instruction: str, description: str) -> t
     ``<image>``; each chunk is tokenised with BOS; the sequence is chunk 0, N image ids, then the last chunk
     without its BOS. ``desc_len`` = number of tokens of the description tokenised alone (no special tokens).
     """
-    text = adapter.template.format(instruction=instruction, description=description).rstrip()
-    parts = text.split("<image>")
+    parts = adapter.template.split("<image>")
     if len(parts) != 2:
         raise ValueError(f"the template must contain exactly one <image>, got {len(parts) - 1}: {adapter.template!r}")
+    # fill the chunks after splitting, so that a description containing "<image>" cannot move the split
+    parts = [p.format(instruction=instruction, description=description) for p in parts]
+    parts[-1] = parts[-1].rstrip()
     chunks = [adapter.encode(p) for p in parts]
     ids = chunks[0] + [adapter.image_token_id] * adapter.n_image + chunks[1][1:]
     desc_len = len(adapter.encode(description, add_special_tokens=False)) if description else 0
@@ -227,9 +230,21 @@ def sequence_traces(adapter: VLMAdapter, image: Any, instruction: str, descripti
     q = sequence_quantities(logits, x.to(logits.device), [bounds.get("img")])
     q = {k: v[0] for k, v in q.items()}
     logits = logits[0]
-    toks = [("<img>" if i == adapter.image_token_id else adapter.decode([i]) or "<s>") for i in ids]
+    toks = [_token_text(adapter, i) for i in ids]
     return {"quantities": {k: v.numpy() for k, v in q.items()}, "ids": ids, "tokens": toks, "slices": bounds,
             "logits": logits}
+
+
+def _token_text(adapter: VLMAdapter, token_id: int) -> str:
+    """A readable form of one token id, specials included (``<img>`` for image positions)."""
+    if token_id == adapter.image_token_id:
+        return "<img>"
+    tok = getattr(adapter, "tokenizer", None)
+    if hasattr(tok, "convert_ids_to_tokens"):
+        return str(tok.convert_ids_to_tokens(int(token_id)))
+    if hasattr(tok, "vocab"):
+        return str(tok.vocab[int(token_id)])
+    return adapter.decode([token_id]) or f"<{token_id}>"
 
 
 # --------------------------------------------------------------------------- adapters
@@ -341,3 +356,33 @@ def load_llava(model_id: str = LLAVA_HUB_ID, *, dtype: Any = None, device: str |
                       "`full` profile needs network access and a GPU with ~16 GB; offline profiles use the "
                       "package's tiny VLM instead.") from err
     return HFLlavaAdapter(model, processor.tokenizer, processor.image_processor, device=device)
+
+
+def tiny_random_llava(seed: int = 0, n_words: int = 40) -> HFLlavaAdapter:
+    """A randomly initialised ``LlavaForConditionalGeneration`` built in memory (no download): a one-layer CLIP
+    vision tower on 28-px images (14-px patches: 4 image embeddings), a one-layer Llama decoder, a word-level
+    tokenizer (``w0`` ... and ``Say.``) and a CLIP image processor. It runs the transformers code path of the
+    pipeline offline; its scores carry no membership signal (nothing was trained)."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["<pad>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:", "Say."] + [f"w{i}" for i in range(n_words)]
+    vocab = {w: i for i, w in enumerate(words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                                     pad_token="<pad>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "USER:", "ASSISTANT:"]})
+    cfg = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                    num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=transformers.LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                             max_position_embeddings=128, pad_token_id=0),
+        image_token_index=vocab["<image>"], vision_feature_layer=-1)
+    torch.manual_seed(seed)
+    model = transformers.LlavaForConditionalGeneration(cfg).eval()
+    processor_cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    processor = processor_cls(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    return HFLlavaAdapter(model, tokenizer, processor, template="USER: <image> {instruction} ASSISTANT: {description}")

@@ -13,7 +13,7 @@ length and::
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["slices", "SLICE_NAMES", "sequence_length"]
 

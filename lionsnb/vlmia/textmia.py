@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,9 +158,12 @@ def text_mia(model: Any, tokenizer: Any, passages: Passages, *, epochs: int, n_t
             extra = text_scores(float(out["ppl"][i]), text)
             out.setdefault("ppl/zlib", np.zeros(len(passages.texts)))[i] = extra["ppl/zlib"]
         if lowercase:
+            parts = []
             with torch.no_grad():
-                low = np.concatenate([perplexity(split.top(low_hidden[s:s + batch_size]), low_ids[s:s + batch_size],
-                                                 low_len[s:s + batch_size]) for s in range(0, len(low_ids), batch_size)])
+                for s in range(0, len(low_ids), batch_size):
+                    parts.append(perplexity(split.top(low_hidden[s:s + batch_size]), low_ids[s:s + batch_size],
+                                            low_len[s:s + batch_size]))
+            low = np.concatenate(parts)
             out["ppl/lowercase_ppl"] = -np.log(low) / np.log(out["ppl"])
         return out
 
