@@ -94,22 +94,22 @@ def make_tiny_data(n_members: int, n_nonmembers: int, n_pool: int, image_size: i
 
 
 def pretrain(pool: Pairs, config: TinyVLMConfig, epochs: int, *, seed: int = 0, lr: float = 3e-3,
-             batch_size: int = 32, progress: Callable | None = None) -> dict[str, Any]:
+             batch_size: int = 32, progress: Callable | None = None, device: str = "cpu") -> dict[str, Any]:
     """Stage 1: the tiny VLM trained on the public pool with the loss on all text tokens."""
     res = train_tiny_vlm(pool, epochs, config=config, seed=seed, lr=lr, batch_size=batch_size, loss_on="text",
-                         progress=progress)
+                         progress=progress, device=device)
     return {"state": res.states[epochs], "losses": res.losses, "seconds": res.seconds, "config": asdict(config)}
 
 
 def finetune(members: Pairs, base_state: Mapping[str, torch.Tensor] | None, config: TinyVLMConfig, epochs: int,
              checkpoints: Sequence[int], *, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
-             progress: Callable | None = None) -> dict[str, Any]:
+             progress: Callable | None = None, device: str = "cpu") -> dict[str, Any]:
     """Stage 2: visual instruction tuning on the members (caption loss only); states at every checkpoint epoch.
 
     ``base_state=None`` starts from the untrained model (no pre-training stage)."""
     res = train_tiny_vlm(members, epochs, config=config, seed=seed + 1, lr=lr, batch_size=batch_size,
                          checkpoints=checkpoints, init_state=None if base_state is None else dict(base_state),
-                         progress=progress)
+                         progress=progress, device=device)
     return {"states": {str(e): s for e, s in res.states.items()}, "losses": res.losses, "seconds": res.seconds}
 
 
@@ -176,6 +176,7 @@ class TinySetup:
     max_new_tokens: int
     min_new_tokens: int
     seed: int
+    device: str = "cpu"
 
     @property
     def config(self) -> TinyVLMConfig:
@@ -187,15 +188,15 @@ class TinySetup:
         return sorted(set(self.checkpoints) | {self.epochs})
 
 
-def tiny_setup(sizes: Mapping[str, Any], seed: int) -> TinySetup:
-    """A :class:`TinySetup` from a profile's sizes (``ctx.sizes``)."""
+def tiny_setup(sizes: Mapping[str, Any], seed: int, device: str = "cpu") -> TinySetup:
+    """A :class:`TinySetup` from a profile's sizes (``ctx.sizes``); ``device`` trains and attacks there."""
     return TinySetup(image_size=int(sizes["image_size"]), n_embd=int(sizes["n_embd"]), n_layer=int(sizes["n_layer"]),
                      n_members=int(sizes["n_members"]), n_nonmembers=int(sizes["n_nonmembers"]),
                      n_pool=int(sizes["n_pool"]), n_shifted=int(sizes.get("n_shifted", 0)),
                      pretrain_epochs=int(sizes["pretrain_epochs"]), epochs=int(sizes["epochs"]),
                      checkpoints=tuple(int(c) for c in sizes["checkpoints"]), lr=float(sizes["lr"]),
                      batch_size=int(sizes["batch_size"]), max_new_tokens=int(sizes["max_new_tokens"]),
-                     min_new_tokens=int(sizes.get("min_new_tokens", 2)), seed=int(seed))
+                     min_new_tokens=int(sizes.get("min_new_tokens", 2)), seed=int(seed), device=str(device))
 
 
 def setup_data(setup: TinySetup) -> dict[str, Pairs]:
@@ -210,9 +211,9 @@ def train_target(setup: TinySetup, progress: Callable | None = None) -> dict[str
     data = setup_data(setup)
     cfg = setup.config
     base = pretrain(data["pool"], cfg, setup.pretrain_epochs, seed=setup.seed, lr=setup.lr,
-                    batch_size=setup.batch_size, progress=progress)
+                    batch_size=setup.batch_size, progress=progress, device=setup.device)
     tuned = finetune(data["members"], base["state"], cfg, setup.epochs, setup.sweep_epochs, seed=setup.seed,
-                     lr=setup.lr, batch_size=setup.batch_size, progress=progress)
+                     lr=setup.lr, batch_size=setup.batch_size, progress=progress, device=setup.device)
     return {"base": base["state"], "states": tuned["states"], "pretrain_losses": base["losses"],
             "losses": tuned["losses"], "pretrain_seconds": base["seconds"], "train_seconds": tuned["seconds"]}
 
@@ -220,7 +221,7 @@ def train_target(setup: TinySetup, progress: Callable | None = None) -> dict[str
 def _attack_setup(setup: TinySetup, state: Mapping[str, torch.Tensor] | None, images: torch.Tensor,
                   labels: np.ndarray) -> dict[str, Any]:
     return attack(load_tiny(setup.config, state), images, labels, max_new_tokens=setup.max_new_tokens,
-                  min_new_tokens=setup.min_new_tokens, batch_size=256)
+                  min_new_tokens=setup.min_new_tokens, batch_size=256, device=setup.device)
 
 
 def attack_members(setup: TinySetup, state: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
@@ -272,7 +273,7 @@ def example_traces(setup: TinySetup, state: Mapping[str, torch.Tensor], indices:
     Storable: slices as ``[start, stop]``, quantities as arrays, tokens as strings, plus the true caption."""
     data = setup_data(setup)
     pairs = {"member": data["members"], "non-member": data["nonmembers"]}
-    adapter = TinyVLMAdapter(load_tiny(setup.config, state))
+    adapter = TinyVLMAdapter(load_tiny(setup.config, state), setup.device)
     out = {}
     for name, index in indices.items():
         kind = "member" if name.startswith("member") else "non-member"
@@ -281,7 +282,7 @@ def example_traces(setup: TinySetup, state: Mapping[str, torch.Tensor], indices:
         tr = sequence_traces(adapter, image, INSTRUCTION, desc)
         out[name] = {"quantities": tr["quantities"], "ids": tr["ids"], "tokens": tr["tokens"],
                      "slices": {k: [v.start, v.stop] for k, v in tr["slices"].items()}, "description": desc,
-                     "caption": pairs[kind].captions[index], "logits": tr["logits"].detach().double()}
+                     "caption": pairs[kind].captions[index], "logits": tr["logits"].detach().double().cpu()}
     return out
 
 

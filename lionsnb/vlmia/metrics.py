@@ -211,14 +211,15 @@ def aggregate(quantities: dict[str, torch.Tensor], lengths: Sequence[int] | torc
 
 
 def batch_scores(logits: torch.Tensor, ids: torch.Tensor | None = None, lengths: Sequence[int] | torch.Tensor | None
-                 = None, compat: str = "vlmia", *, extras: bool = False, chunk_elements: int = 1 << 17
+                 = None, compat: str = "vlmia", *, extras: bool = False, chunk_elements: int | None = None
                  ) -> dict[str, np.ndarray]:
     """All 112 official scores for a batch of slices at once: ``logits`` ``[B, T, V]``, ``ids`` ``[B, T]``.
 
     ``lengths[b]`` is the number of rows of sequence b (the rest is padding, ignored); default all T.
     ``ids=None`` selects the image-slice pseudo-targets. With ``extras=True`` the Min-K%++ scores
     (``Min_{K}%++``, Zhang et al. 2024, not in the official code) are added. Returns ``{key: array [B]}``.
-    Positions are processed in chunks of at most ``chunk_elements`` logits to bound memory on large vocabularies.
+    Positions are processed in chunks of at most ``chunk_elements`` logits (default: cache-sized on a CPU, large on
+    a GPU) to bound memory on large vocabularies.
     """
     if logits.dim() != 3:
         raise ValueError(f"batch_scores needs logits [B, T, V], got shape {tuple(logits.shape)}; use scores() for "
@@ -237,9 +238,13 @@ def batch_scores(logits: torch.Tensor, ids: torch.Tensor | None = None, lengths:
 
 
 def chunked_quantities(rows: torch.Tensor, targets: torch.Tensor | None, *, extras: bool = False,
-                       chunk_elements: int = 1 << 17) -> dict[str, torch.Tensor]:
-    """:func:`position_quantities` of ``rows`` ``[B, n, V]`` in chunks of positions (bounded memory), on the CPU."""
+                       chunk_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """:func:`position_quantities` of ``rows`` ``[B, n, V]`` in chunks of positions (bounded memory); the results
+    come back to the CPU. ``chunk_elements`` defaults to 2**17 logits on a CPU (the temporaries stay in cache) and
+    2**26 on a GPU."""
     bsz, n, vocab = rows.shape
+    if chunk_elements is None:
+        chunk_elements = 1 << 26 if rows.is_cuda else 1 << 17
     step = max(1, chunk_elements // max(1, bsz * vocab))
     parts = []
     for start in range(0, n, step):
@@ -299,7 +304,7 @@ def min_k_prob(logprobs: Sequence[float] | np.ndarray, ratio: float) -> float:
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None = None,
-               compat: str = "vlmia", *, chunk_elements: int = 1 << 17) -> np.ndarray:
+               compat: str = "vlmia", *, chunk_elements: int = 1 << 20) -> np.ndarray:
     """Only the ``ppl`` key of :func:`batch_scores` (same alignment), for ``[B, T, V]`` logits: one exp pass over
     the vocabulary instead of all the scores (used for the lower-cased text of ``ppl/lowercase_ppl``)."""
     bsz, t_len, vocab = logits.shape

@@ -183,12 +183,14 @@ class TrainResult:
 def train_tiny_vlm(pairs: Pairs, epochs: int, *, config: TinyVLMConfig | None = None, seed: int = 0,
                    lr: float = 3e-3, batch_size: int = 32, weight_decay: float = 0.0,
                    checkpoints: Sequence[int] = (), init_state: dict[str, torch.Tensor] | None = None,
-                   loss_on: str = "caption", progress: Callable | None = None) -> TrainResult:
+                   loss_on: str = "caption", progress: Callable | None = None,
+                   device: str | torch.device = "cpu") -> TrainResult:
     """Train a tiny VLM on ``pairs`` for ``epochs`` epochs with AdamW and a warm-up + cosine schedule.
 
     Returns state dicts at every epoch in ``checkpoints`` (0 = the start) and at ``epochs``. ``loss_on="caption"``
     (the default) is LLaVA's instruction-tuning loss on the caption tokens only; ``"text"`` puts the loss on every
     token after the image (the pre-training stage). ``init_state`` starts from a given model (the pre-trained one).
+    The states are returned on the CPU whatever ``device`` trained them.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -196,8 +198,9 @@ def train_tiny_vlm(pairs: Pairs, epochs: int, *, config: TinyVLMConfig | None = 
     model = build_tiny_vlm(cfg, seed=seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-    prefix, suffix, mask = caption_batch(model.tokenizer, pairs.captions, loss_on=loss_on)
-    images = pairs.images
+    model.to(device)
+    prefix, suffix, mask = (t.to(device) for t in caption_batch(model.tokenizer, pairs.captions, loss_on=loss_on))
+    images = pairs.images.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     n = len(pairs)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -208,7 +211,7 @@ def train_tiny_vlm(pairs: Pairs, epochs: int, *, config: TinyVLMConfig | None = 
     wanted = set(int(c) for c in checkpoints) | {epochs}
     states: dict[int, dict[str, torch.Tensor]] = {}
     if 0 in wanted:
-        states[0] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        states[0] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     losses: list[float] = []
     start = time.perf_counter()
     epoch_iter = progress(range(1, epochs + 1), desc="training the tiny VLM") if progress else range(1, epochs + 1)
@@ -227,6 +230,6 @@ def train_tiny_vlm(pairs: Pairs, epochs: int, *, config: TinyVLMConfig | None = 
             total_loss += float(loss.detach()) * len(idx)
         losses.append(total_loss / n)
         if epoch in wanted:
-            states[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.eval()
+            states[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    model.cpu().eval()
     return TrainResult(states, losses, time.perf_counter() - start, asdict(cfg))

@@ -123,6 +123,16 @@ def renyi_vs_ppl(result: Mapping[str, Any], slice_name: str = "desp") -> dict[st
     return {"maxrenyi": best, "ppl": ppl, "difference": best - ppl}
 
 
+def best_renyi_vs_ppl(result: Mapping[str, Any], slice_name: str = "inst_desp") -> dict[str, Any]:
+    """The best MaxRényi-K% over every α and K against perplexity on one slice."""
+    labels = np.asarray(result["labels"])
+    best = max((roc_metrics(np.asarray(result["scores"][slice_name][metric_key("MaxRényi-K%", a, k)]), labels)[0],
+                 a, k) for a in ALPHA_LABELS for k in K_PERCENTS)
+    ppl = roc_metrics(np.asarray(result["scores"][slice_name]["ppl"]), labels)[0]
+    return {"best MaxRényi-K%": best[0], "at α": best[1], "at K (%)": best[2], "perplexity": ppl,
+            "difference": best[0] - ppl}
+
+
 def untrained_deviation(sweep: Mapping[str, Any]) -> float:
     """Largest |AUC - 0.5| of the untrained model over every key and slice."""
     aucs = auc_table(sweep["untrained"])
@@ -148,6 +158,6 @@ __all__ = [
     "SPEC", "setup", "MODEL_ANSWERS", "EXPLORER_K", "ROC_KEYS", "FAMILIES", "K_PERCENTS", "ALPHA_LABELS",
     "SLICE_NAMES", "roc_metrics", "roc_summary", "tpr_at_fpr", "mann_whitney_auc", "auc_table", "roc_table",
     "metric_key", "tiny_setup", "train_target", "epoch_sweep", "known_roc_cases", "known_roc_error",
-    "last_epoch_result", "nearest_epoch", "family_table", "renyi_vs_ppl", "untrained_deviation", "draw_rocs",
-    "draw_auc_vs_k", "draw_explorer", "figure", "explore", "show_source", "table", "check_exercise_auc",
+    "last_epoch_result", "nearest_epoch", "family_table", "renyi_vs_ppl", "best_renyi_vs_ppl", "untrained_deviation",
+    "draw_rocs", "draw_auc_vs_k", "draw_explorer", "figure", "explore", "show_source", "table", "check_exercise_auc",
 ]

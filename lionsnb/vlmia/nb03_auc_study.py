@@ -63,11 +63,12 @@ MODEL_ANSWERS = {
        "instruction. Instruction tuning only puts loss on the caption, and for a member image the model has "
        "learnt to be ready for a very specific caption; the rows of the instruction can become less certain about "
        "the template tokens after a familiar image (attention moves to the image, the hidden state is pulled "
-       "toward the memorised description), so the perplexity of the instruction is higher for members and the "
-       "'lower = member' rule gives an AUC below 0.5. The paper sees the same direction for LLaVA-1.5 (perplexity "
-       "on inst: 0.34 on DALL-E, 0.38 on Flickr). An AUC of 0.35 is a usable signal with the sign flipped, but the "
-       "sign is not known without labelled data, which is the catch: a target-free score such as MaxRényi-K% at "
-       "small α points the right way on the instruction slice in both the paper and here.",
+       "toward the memorised description), so the perplexity of the instruction can be higher for members and the "
+       "'lower = member' rule gives an AUC below 0.5, as the paper measures for LLaVA-1.5 (0.34 on DALL-E, 0.38 on "
+       "Flickr). The tiny VLM stays near 0.5 on inst: its instruction rows are never trained in the instruction "
+       "tuning and barely move. An AUC of 0.35 is a usable signal with the sign flipped, but the sign is not known "
+       "without labelled data, which is the catch; the paper's target-free MaxRényi-K% at small alpha points the "
+       "right way on the instruction slice.",
 }
 
 

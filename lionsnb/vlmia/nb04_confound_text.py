@@ -66,7 +66,7 @@ def base_model(setup) -> dict[str, Any]:
     """The pre-trained tiny VLM (stage 1 only): it has seen the pool, drawn like the members, never a member."""
     data = setup_data(setup)
     return pretrain(data["pool"], setup.config, setup.pretrain_epochs, seed=setup.seed, lr=setup.lr,
-                    batch_size=setup.batch_size)
+                    batch_size=setup.batch_size, device=setup.device)
 
 
 def mixtures(study: Mapping[str, Any], fractions=FRACTIONS, seed: int = 0) -> dict[str, Any]:

@@ -133,7 +133,7 @@ class PipelineResult:
 
 
 def sequence_quantities(logits: torch.Tensor, ids: torch.Tensor, image_slices: Sequence[slice | None], *,
-                        extras: bool = True, chunk_elements: int = 1 << 17) -> dict[str, torch.Tensor]:
+                        extras: bool = True, chunk_elements: int | None = None) -> dict[str, torch.Tensor]:
     """Per-position quantities of whole sequences, computed once for every slice: ``[B, S - 1]``.
 
     Row t is scored against ``ids[t + 1]``, except the rows that predict an image position (rows

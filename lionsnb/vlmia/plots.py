@@ -168,7 +168,12 @@ def draw_heatmap(fig, *, table: Mapping[str, Mapping[str, float | None]], title:
     ax = fig.subplots()
     names = list(table)
     values = np.array([[np.nan if table[n][s] is None else table[n][s] for s in SLICE_NAMES] for n in names])
-    im = ax.imshow(values, cmap="RdBu_r", vmin=0.2, vmax=0.8 if np.nanmax(values) < 0.8 else 1.0, aspect="auto")
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu_r"].copy()
+    cmap.set_bad("#d0d0d0")
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.2, vmax=0.8 if np.nanmax(values) < 0.8 else 1.0,
+                   aspect="auto")
     for i in range(len(names)):
         for j in range(len(SLICE_NAMES)):
             v = values[i, j]
@@ -226,11 +231,14 @@ def draw_text_mia(fig, *, result: Mapping[str, Any], keys: Sequence[str]) -> Non
         _log_roc(ax1, np.asarray(result["after"][key]), labels, key, color=c)
         _log_roc(ax1, np.asarray(result["before"][key]), labels, f"{key}, before", color=c, ls="--")
     ax1.legend(loc="lower right", fontsize=6)
+    logs = {when: np.log(np.asarray(result[when]["ppl"])) for when in ("before", "after")}
+    both = np.concatenate(list(logs.values()))
+    bins = np.linspace(both.min(), both.max(), 16)
     for when, ls in (("before", "--"), ("after", "-")):
-        ppl = np.log(np.asarray(result[when]["ppl"]))
         for lab, c, name in ((1, "tab:red", "members"), (0, "tab:blue", "non-members")):
-            ax2.hist(ppl[labels == lab], bins=15, histtype="step", ls=ls, color=c, lw=1.5, label=f"{name}, {when}")
-    label(ax2, "log perplexity of the passage", "count", "members drop after fine-tuning")
+            ax2.hist(logs[when][labels == lab], bins=bins, histtype="step", ls=ls, color=c, lw=1.5,
+                     label=f"{name}, {when}")
+    label(ax2, "log perplexity of the passage", "count", "fine-tuning lowers the members' perplexity most")
     ax2.legend(fontsize=7)
 
 
