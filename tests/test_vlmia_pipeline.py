@@ -196,3 +196,31 @@ def test_hub_loaders_fail_clearly_offline(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match="could not load 'llava-hf/llava-1.5-7b-hf'"):
         load_llava()
+
+
+def test_augmentations_and_aug_kl_match_the_per_slice_definition() -> None:
+    from lionsnb.vlmia.augment import augment_images
+    from lionsnb.vlmia.metrics import aug_kl
+    from lionsnb.vlmia.pipeline import aug_kl_scores
+
+    pairs = make_pairs(3, 4)
+    views = augment_images(pairs.images, seed=1)
+    assert len(views) == 4 and all(v.shape == pairs.images.shape for v in views)
+    assert all(float(v.min()) >= 0 and float(v.max()) <= 1 for v in views)
+    assert all(not torch.allclose(v, pairs.images) for v in views)
+    assert all(torch.equal(a, b) for a, b in zip(views, augment_images(pairs.images, seed=1)))   # seeded
+    model = build_tiny_vlm(TinyVLMConfig(n_embd=32, n_layer=1), seed=6)
+    adapter = TinyVLMAdapter(model)
+    descriptions = ["a red circle on grey near ivy moss", "a blue cross", "a green square on black near dune ochre"]
+    res = aug_kl_scores(adapter, pairs.images, INSTRUCTION, descriptions, seed=5, batch_size=1)
+    for i, d in enumerate(descriptions):
+        ids, chunks, ld = build_sequence(adapter, INSTRUCTION, d)
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            base = adapter.logits(pairs.images[i:i + 1], x, torch.ones_like(x))[0]
+            augmented = [adapter.logits(v, x, torch.ones_like(x))[0]
+                         for v in augment_images(pairs.images[i:i + 1], 5 + i)]
+        for name, b in slices(chunks, adapter.n_image, ld).items():
+            want = aug_kl(base[b], [a[b] for a in augmented])
+            assert res[name][i] == pytest.approx(want, rel=1e-6, abs=1e-9), (i, name)
+            assert res[name][i] <= 0   # minus a KL divergence

@@ -13,6 +13,7 @@ NeurIPS 2024 (arXiv 2411.02902); official code LIONS-EPFL/VL-MIA@859bc99.
 """
 from __future__ import annotations
 
+from lionsnb.vlmia.augment import augment_images
 from lionsnb.vlmia.data import WordTokenizer, make_pairs, make_tokenizer
 from lionsnb.vlmia.evaluation import mann_whitney_auc, roc_metrics, roc_points, roc_summary, tpr_at_fpr
 from lionsnb.vlmia.hub import load_vlmia_images, load_vlmia_texts
@@ -34,6 +35,7 @@ from lionsnb.vlmia.model import TinyVLM, TinyVLMConfig, build_tiny_vlm, train_ti
 from lionsnb.vlmia.pipeline import (
     HFLlavaAdapter,
     TinyVLMAdapter,
+    aug_kl_scores,
     build_sequence,
     describe,
     load_llava,
@@ -50,5 +52,6 @@ __all__ = [
     "roc_summary", "tpr_at_fpr", "mann_whitney_auc", "SLICE_NAMES", "run_pipeline", "describe", "build_sequence",
     "score_texts", "TinyVLMAdapter", "HFLlavaAdapter", "load_llava", "tiny_random_llava", "TinyVLM",
     "TinyVLMConfig", "build_tiny_vlm", "train_tiny_vlm", "make_pairs", "make_tokenizer", "WordTokenizer",
-    "load_vlmia_images", "load_vlmia_texts", "text_mia", "shakespeare_passages", "SplitLM",
+    "load_vlmia_images", "load_vlmia_texts", "text_mia", "shakespeare_passages", "SplitLM", "aug_kl_scores",
+    "augment_images",
 ]

@@ -21,12 +21,12 @@ from lionsnb.vlmia.data import INSTRUCTION, Pairs, make_pairs
 from lionsnb.vlmia.evaluation import roc_metrics, roc_summary
 from lionsnb.vlmia.metrics import ALPHAS, RENYI_RATIOS, _pct
 from lionsnb.vlmia.model import TinyVLM, TinyVLMConfig, build_tiny_vlm, train_tiny_vlm
-from lionsnb.vlmia.pipeline import TinyVLMAdapter, describe, run_pipeline, sequence_traces
+from lionsnb.vlmia.pipeline import TinyVLMAdapter, aug_kl_scores, describe, run_pipeline, sequence_traces
 
 __all__ = ["tiny_config", "make_tiny_data", "pretrain", "finetune", "load_tiny", "attack", "auc_table",
            "metric_key", "FAMILIES", "TARGET_BASED", "HEATMAP_ROWS", "ALPHA_LABELS", "K_PERCENTS", "roc_table",
            "TinySetup", "tiny_setup", "train_target", "epoch_sweep", "confound_study", "setup_data", "renyi_keys",
-           "example_traces", "tail_recall", "attack_members"]
+           "example_traces", "tail_recall", "attack_members", "aug_kl_attack"]
 
 #: metric families of the explorer; target-based ones need the true next token (N/A on the image slice)
 FAMILIES = ("MaxRényi-K%", "MinRényi-K%", "Min-K% Prob", "Perplexity", "ModRényi", "Max-Prob-Gap", "Min-K%++")
@@ -290,3 +290,15 @@ def tail_recall(descriptions: Sequence[str], captions: Sequence[str], tail_len: 
     """Share of descriptions that end with the true idiosyncratic tail of their caption (memorisation)."""
     hits = [d.split()[-tail_len:] == c.split()[-tail_len:] for d, c in zip(descriptions, captions)]
     return float(np.mean(hits)) if hits else float("nan")
+
+
+def aug_kl_attack(setup: TinySetup, state: Mapping[str, torch.Tensor], descriptions: Sequence[str]) -> dict[str, Any]:
+    """Aug-KL of every member and IID non-member under one model, with the descriptions the attack generated."""
+    data = setup_data(setup)
+    images = torch.cat([data["members"].images, data["nonmembers"].images])
+    labels = np.r_[np.ones(setup.n_members, dtype=np.int64), np.zeros(setup.n_nonmembers, dtype=np.int64)]
+    adapter = TinyVLMAdapter(load_tiny(setup.config, state), setup.device)
+    started = time.perf_counter()
+    kl = aug_kl_scores(adapter, images, INSTRUCTION, descriptions, seed=setup.seed, batch_size=128)
+    return {"scores": {name: {"aug_kl": values} for name, values in kl.items()}, "labels": labels,
+            "seconds": time.perf_counter() - started}

@@ -21,6 +21,7 @@ from lionsnb.vlmia.experiments import (
     HEATMAP_ROWS,
     K_PERCENTS,
     auc_table,
+    aug_kl_attack,
     epoch_sweep,
     example_traces,
     metric_key,
@@ -151,6 +152,17 @@ def draw_trace_epoch(fig, *, epoch: int, alpha: str, traces: Mapping[str, Any], 
     draw_trace(fig, alpha=alpha, k=k, traces=traces[str(epoch)])
 
 
+def aug_kl_table(result: Mapping[str, Any], reference: Mapping[str, Any]) -> Any:
+    """AUC of Aug-KL per slice, next to MaxRényi-10% (α = 0.5) from the same checkpoint."""
+    labels = np.asarray(result["labels"])
+    rows = [{"metric": "Aug-KL (4 augmented views)",
+             **{s: roc_metrics(np.asarray(result["scores"][s]["aug_kl"]), labels)[0] for s in SLICE_NAMES}},
+            {"metric": "MaxRényi-10%, α = 0.5",
+             **{s: roc_metrics(np.asarray(reference["scores"][s]["Max_10.0% renyi_05"]), labels)[0]
+                for s in SLICE_NAMES}}]
+    return table(rows, title="Aug-KL at the last checkpoint (lower = member: the prediction moves more)")
+
+
 def hub_attack(hub_model: str, n_images: int, seed: int) -> dict[str, Any]:
     """The unchanged pipeline on a transformers ``LlavaForConditionalGeneration``.
 
@@ -202,7 +214,8 @@ __all__ = [
     "SPEC", "setup", "MODEL_ANSWERS", "HEATMAP_ROWS", "K_PERCENTS", "ALPHA_LABELS", "SLICE_NAMES", "EPOCH_KEYS",
     "aggregate", "position_quantities", "sequence_traces", "roc_metrics", "auc_table", "metric_key", "tiny_setup",
     "train_target", "epoch_sweep", "batched_vs_loop", "untrained_aucs", "draw_untrained", "epoch_keys",
-    "epoch_table", "growth", "heatmap_table", "traces_over_epochs", "draw_trace_epoch", "hub_attack", "hub_table",
+    "epoch_table", "growth", "heatmap_table", "traces_over_epochs", "aug_kl_attack", "aug_kl_table",
+    "draw_trace_epoch", "hub_attack", "hub_table",
     "draw_auc_vs_epochs", "draw_heatmap", "draw_histograms", "draw_trace", "figure", "explore", "show_source",
     "table", "check_exercise_min_k_prob",
 ]

@@ -29,7 +29,7 @@ from lionsnb.vlmia.slicing import slices
 
 __all__ = ["VLMAdapter", "TinyVLMAdapter", "HFLlavaAdapter", "PipelineResult", "build_sequence", "describe",
            "run_pipeline", "score_texts", "LLAVA_TEMPLATE", "LLAVA_INSTRUCTION", "LLAVA_HUB_ID", "TINY_TEMPLATE",
-           "load_llava", "sequence_traces", "sequence_quantities", "slice_rows", "tiny_random_llava"]
+           "load_llava", "sequence_traces", "sequence_quantities", "slice_rows", "tiny_random_llava", "aug_kl_scores"]
 
 LLAVA_HUB_ID = "llava-hf/llava-1.5-7b-hf"
 #: LLaVA-1.5's conversation template (vicuna_v1 with its system prompt); ``{description}`` is empty while generating
@@ -204,6 +204,38 @@ def run_pipeline(adapter: VLMAdapter, images: Any, instruction: str, *, descript
         score_s += time.perf_counter() - t2
     out = {name: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} for name, parts in per_slice.items()}
     return PipelineResult(out, list(descriptions), bounds, gen_s, fwd_s, score_s)
+
+
+def aug_kl_scores(adapter: VLMAdapter, images: torch.Tensor, instruction: str, descriptions: Sequence[str], *,
+                  seed: int = 0, batch_size: int = 64, slice_names: Sequence[str] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Aug-KL per slice (``metric_util.py#L64-L76``): minus the mean over the four augmented views
+    (:func:`lionsnb.vlmia.augment.augment_images`) of KL(p_orig || p_aug), summed over the rows of the slice and
+    the vocabulary; the inference sequence (and its description) is the same for the original and the views.
+    Lower = member (a member's prediction moves more when its image is perturbed). Float image tensors only."""
+    from lionsnb.vlmia.augment import augment_images
+
+    if not isinstance(images, torch.Tensor):
+        raise TypeError("aug_kl_scores augments float image tensors [B, 3, H, W]; convert PIL images first")
+    seqs = [build_sequence(adapter, instruction, d) for d in descriptions]
+    bounds = [slices(c, adapter.n_image, ld) for _, c, ld in seqs]
+    names = list(slice_names or bounds[0].keys())
+    out: dict[str, list[float]] = {k: [] for k in names}
+    for s in range(0, len(seqs), batch_size):
+        idx = list(range(s, min(len(seqs), s + batch_size)))
+        ids, mask = _pad([seqs[i][0] for i in idx], adapter.pad_token_id)
+        batch = images[idx]
+        with torch.no_grad():
+            lp0 = torch.log_softmax(adapter.logits(batch, ids, mask).double(), -1)
+            p0 = lp0.exp()
+            kls = [(p0 * (lp0 - torch.log_softmax(adapter.logits(view, ids, mask).double(), -1))).sum(-1).cpu()
+                   for view in augment_images(batch, seed + s)]
+        kl = torch.stack(kls)                                                  # [views, B, S]
+        for j, i in enumerate(idx):
+            for name in names:
+                b = bounds[i][name]
+                out[name].append(float(-kl[:, j, b.start:b.stop].sum(-1).mean()))
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def score_texts(adapter: VLMAdapter, texts: Sequence[str], image: Any, *, instruction: str = "",
