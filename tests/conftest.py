@@ -18,3 +18,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LIONSNB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LIONSNB_PROFILE", raising=False)
     yield
+
+
+#: the browser tier runs only through `make test-browser` (it needs chromium and an executed smoke run)
+collect_ignore = [] if os.environ.get("LIONSNB_BROWSER", "") not in ("", "0") else ["browser"]

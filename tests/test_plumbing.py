@@ -256,3 +256,14 @@ def test_answers_command_prints_model_answers(capsys):
     out = capsys.readouterr().out
     assert "Exercise 3." in out and "mini-batch" in out
     assert main(["answers", "nope"]) == 2
+
+
+def test_show_source_of_a_decorated_function():
+    import torch
+
+    @torch.no_grad()
+    def double(x):
+        return 2 * x
+
+    src = display.Source(double)
+    assert "return 2 * x" in src.code and "test_plumbing.py" in src.where

@@ -192,15 +192,6 @@ def ball(seq: Sequence[int], symbols: Sequence[int], k: int) -> dict[tuple, int]
     return dist
 
 
-def ball_sizes(n: int, sigma: int, k_max: int, seed: int = 0) -> list[int]:
-    """|{Q : d_Lev(P, Q) <= k}| for k = 0..k_max on a random length-n string over sigma symbols."""
-    rng = np.random.default_rng(seed)
-    seq = tuple(int(c) for c in rng.integers(1, sigma + 1, size=n))
-    dist = ball(seq, list(range(1, sigma + 1)), k_max)
-    counts = np.bincount(np.fromiter(dist.values(), dtype=np.int64), minlength=k_max + 1)
-    return np.cumsum(counts).tolist()
-
-
 def count_ball(seq: Sequence, sigma: int, k: int) -> list[int]:
     """Exact number of strings over ``sigma`` symbols at Levenshtein distance exactly d from ``seq``, d = 0..k.
 

@@ -1,4 +1,4 @@
-"""Notebook 2 of the LipsLev series: the Lipschitz bound of the character CNN, layer by layer.
+"""Backs ``notebooks/lipslev/02_bound.ipynb``: the Lipschitz bound of the character CNN, layer by layer.
 
 Abad Rocamora, Chrysos, Cevher, "Certified Robustness Under Bounded Levenshtein Distance", ICLR 2025
 (arXiv 2501.13676), Thm 4.3 / Cor. 4.4 / Remark 4.5 / Cor. 4.6; official code LIONS-EPFL/LipsLev@81d7cda
@@ -8,10 +8,11 @@ Abad Rocamora, Chrysos, Cevher, "Certified Robustness Under Bounded Levenshtein 
     |g_yt(P) - g_yt(Q)| <= ||c_y - c_t||_r  prod_i M(K_i)  M(E, P)  d_Lev(P, Q),
 
 with M(E, P) = max_{i in chars(P) + pad, j in Gamma + pad} ||e_i - e_j||_p (M(E): i over everything) and
-M(K) = sum over taps of ||K[:, :, j]||_{p->p}. This module holds the helpers of the notebook: one stage of the
-model at a time, each constant with a demonstration of why it has its form, the exhaustive check of the bound
-on random tiny models (whole Levenshtein balls), the looseness of the bound on the authors' checkpoint, and the
-counterexample to the layer-wise ERP statement.
+M(K) = sum over taps of ||K[:, :, j]||_{p->p}. The model and its constants live in the core module
+:mod:`lionsnb.lipslev.model`; this module holds the notebook's helpers: one stage of the model at a time, each
+constant with a demonstration of why it has its form, the exhaustive check of the bound on random tiny models (whole
+Levenshtein balls), the looseness of the bound on the authors' checkpoint, and the counterexample to the layer-wise
+ERP statement.
 """
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from lionsnb.context import setup_for
+from lionsnb.display import Table, show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
+from lionsnb.lipslev.bruteforce import shortest_rows
 from lionsnb.lipslev.certify import as_float64, certificate, logits_of_ids, pad_batch
-from lionsnb.lipslev.data import NUMBERS_LETTERS_CHARS, load_ag_news, numbers_letters, shared_dir
-from lionsnb.lipslev.model import (  # noqa: F401
+from lionsnb.lipslev.data import NUMBERS_LETTERS_CHARS, load_ag_news, numbers_letters, official_checkpoint
+from lionsnb.lipslev.levenshtein import Alphabet, apply_edit, ball, erp_distance, levenshtein, neighbour_edits
+from lionsnb.lipslev.model import (
+    NORMS,
     LipsLevCNN,
     build_model,
     conv_constant,
@@ -36,40 +41,35 @@ from lionsnb.lipslev.model import (  # noqa: F401
     embedding_constant,
     head_constant,
     load_official_checkpoint,
+    norm_name,
+    norm_of,
     operator_norm,
     pairwise_distances,
 )
-from lionsnb.lipslev.text import (  # noqa: F401
-    Alphabet,
-    apply_edit,
-    ball,
-    erp_distance,
-    levenshtein,
-    neighbour_count,
-    neighbour_edits,
-    runs,
-)
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.widgets import explore  # noqa: F401
+from lionsnb.plotting import figure, label
+from lionsnb.progress import progress as progress_bar
+from lionsnb.widgets import explore
 
-#: the norms of the notebook: knob value -> p
-NORMS = {"1": 1.0, "2": 2.0, "inf": math.inf}
 #: relative and absolute tolerance of a bound violation (float64 arithmetic)
 RTOL, ATOL = 1e-9, 1e-9
 #: histogram bins of the ratio |dg| / (L d) on [0, 1] (one more count collects the violations)
 RATIO_BINS = np.linspace(0.0, 1.0, 41)
 
 SPEC = MethodSpec(
-    name="lipslev.bound",
+    name="lipslev.nb02_bound",
     title="LipsLev 2: the Lipschitz bound of the character CNN, layer by layer, checked exhaustively",
     profiles={
+        # n_models / tight_models / pad_free_models: random tiny models of Experiments 1-2 and of the padding-row
+        # check; layerwise_trials: random settings per eps of the deep dive; official_sentences: sentences whose
+        # distance-1 neighbourhoods are evaluated on the reference model (neighbour_sample: a random subset of each,
+        # None = all); local_sentences: sentences of the local-vs-global comparison
         "smoke": dict(n_models=240, tight_models=300, pad_free_models=300, layerwise_trials=30,
-                      official_sentences=1, neighbour_sample=1500, local_sentences=200, max_chars=120),
+                      official_sentences=1, neighbour_sample=1500, local_sentences=200),
         "teach": dict(n_models=3000, tight_models=2000, pad_free_models=2000, layerwise_trials=200,
-                      official_sentences=2, neighbour_sample=None, local_sentences=1000, max_chars=120),
+                      official_sentences=2, neighbour_sample=None, local_sentences=1000),
         "full": dict(n_models=6000, tight_models=6000, pad_free_models=6000, layerwise_trials=1000,
-                     official_sentences=5, neighbour_sample=None, local_sentences=7600, max_chars=160),
+                     official_sentences=5, neighbour_sample=None, local_sentences=7600),
     },
     knobs={
         "norm": Knob("2", "the norm p of the layer-by-layer demonstrations and the default histogram", str,
@@ -88,17 +88,6 @@ def _t(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().double()
     return torch.as_tensor(np.asarray(x, dtype=float))
-
-
-def norm_of(name: str) -> float:
-    """p for a knob value '1', '2' or 'inf'."""
-    if name not in NORMS:
-        raise ValueError(f"norm {name!r}: use one of {', '.join(NORMS)}")
-    return NORMS[name]
-
-
-def norm_name(p: float) -> str:
-    return "inf" if math.isinf(p) else f"{p:g}"
 
 
 # ----------------------------------------------------------------------------- models
@@ -139,15 +128,13 @@ def describe_model(model: LipsLevCNN) -> dict:
 
 
 def official_paths(folder: str | Path | None = None) -> tuple[Path, Path] | None:
-    """(state dict, char_to_id JSON) of the authors' checkpoint, or None (and print why) when absent."""
-    folder = Path(folder) if folder is not None else shared_dir("lipslev_official")
-    state, chars = folder / "official_ag_news_state.pt", folder / "official_char_to_id.json"
-    missing = [str(p) for p in (state, chars) if not p.is_file()]
-    if missing:
-        print(f"official checkpoint not used: missing {', '.join(missing)} (copy the authors' state dict and "
-              "char_to_id JSON there to use it); falling back to a random model")
-        return None
-    return state, chars
+    """(state dict, char_to_id JSON) of the authors' checkpoint, or None (and print why) when it or AG-News is
+    absent (:func:`lionsnb.lipslev.data.official_checkpoint`)."""
+    paths, reason = official_checkpoint(folder)
+    if paths is None:
+        print(f"The authors' checkpoint is not used ({reason}): the reference model is a RANDOM 1-Lipschitz model "
+              "on synthetic strings.")
+    return paths
 
 
 def reference_model(paths: tuple[Path, Path] | None, *, seed: int = 0) -> LipsLevCNN:
@@ -324,7 +311,8 @@ def substitution_windows(model: LipsLevCNN, seq: Sequence[int], position: int, c
     bounds = np.zeros(change.shape[1])
     for t in range(position, position + q):
         bounds[t] = taps[position - t + q - 1] * delta_norm
-    return {"change": change.numpy(), "norms": norms, "changed": changed, "expected": list(range(position, position + q)),
+    return {"change": change.numpy(), "norms": norms, "changed": changed,
+            "expected": list(range(position, position + q)),
             "prediction_error": float((change - predicted).abs().max()), "bounds": bounds, "delta_norm": delta_norm,
             "m_k": float(taps.sum()), "q": q, "length": len(seq)}
 
@@ -428,8 +416,6 @@ def soundness_sweep(n_models: int, *, seed: int = 0, max_len: int = 6, radius: i
     Returns plain containers: ratio histograms per (p, constant, distance) on :data:`RATIO_BINS` (plus one
     overflow count), violation counts, maxima and one row per model.
     """
-    from tqdm.auto import tqdm
-
     if n_models < 1 or radius < 1 or max_len < 0:
         raise ValueError("need n_models >= 1, radius >= 1 and max_len >= 0")
     ps = (1.0, 2.0, math.inf)
@@ -438,7 +424,7 @@ def soundness_sweep(n_models: int, *, seed: int = 0, max_len: int = 6, radius: i
     group_max = {g: 0.0 for g in hist}
     rows, violations, neighbours_checked, pair_checks = [], 0, 0, 0
     start = time.perf_counter()
-    for i in tqdm(range(n_models), desc="random tiny models", disable=not progress):
+    for i in progress_bar(range(n_models), desc="random tiny models", unit="model", disable=not progress):
         p, lipschitz = ps[i % 3], bool((i // 3) % 2)
         model_seed = seed * 1_000_003 + i
         model = random_tiny_model(model_seed, p=p, lipschitz=lipschitz)
@@ -477,11 +463,9 @@ def tight_search(n_models: int, *, seed: int = 0, max_len: int = 6, progress: bo
     Returns the largest |dg| / (L d) per q, the overall best with the model's settings, P and Q (so that it
     can be rebuilt with :func:`random_tiny_model`), and every model's max ratio.
     """
-    from tqdm.auto import tqdm
-
     best = {"ratio": -1.0}
     ratios, qs = [], []
-    for i in tqdm(range(n_models), desc="tight search", disable=not progress):
+    for i in progress_bar(range(n_models), desc="tight search", unit="model", disable=not progress):
         model_seed = seed * 1_000_003 + 500_000 + i
         kw = dict(embed_dim=1, hidden=1, kernel_size=1 + (i // 2) % 4, layers=1, num_classes=2, p=2.0,
                   lipschitz=bool(i % 2))
@@ -529,12 +513,10 @@ def pad_free_search(n_models: int, *, seed: int = 0, max_len: int = 6, progress:
     The models have d = h = 1 and one layer (q, alphabet, classes random) and P has 1 to min(3, ``max_len``)
     characters: there the bound is nearly attained and the missing insertion cost ||e_c|| is often larger than
     every distance from a character of P, so the wrong constant is caught quickly."""
-    from tqdm.auto import tqdm
-
     ps = (1.0, 2.0, math.inf)
     out = {"violations_correct": 0, "violations_wrong": 0, "wrong_by_kind": {"sub": 0, "del": 0, "ins": 0},
            "models_wrong": 0, "models": n_models, "example": None}
-    for i in tqdm(range(n_models), desc="pad row on the P side?", disable=not progress):
+    for i in progress_bar(range(n_models), desc="pad row on the P side?", unit="model", disable=not progress):
         model_seed = seed * 1_000_003 + 900_000 + i
         model = random_tiny_model(model_seed, p=ps[i % 3], lipschitz=bool((i // 3) % 2), embed_dim=1, hidden=1,
                                   layers=1)
@@ -570,20 +552,17 @@ def pad_free_search(n_models: int, *, seed: int = 0, max_len: int = 6, progress:
 
 # ----------------------------------------------------------------------------- the official checkpoint at k = 1
 
-def pick_sentences(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], *, count: int,
-                   max_chars: int) -> list[dict]:
-    """The first ``count`` sentences shorter than ``max_chars`` characters that the model classifies correctly."""
-    rows = [i for i, t in enumerate(texts) if len(t) < max_chars]
-    if not rows:
-        raise ValueError(f"no sentence shorter than {max_chars} characters")
-    cert = certificate(model, [texts[i] for i in rows], [labels[i] for i in rows])
-    picked = []
-    for k, i in enumerate(rows):
-        if cert.radii[k] >= 0:
-            picked.append({"row": i, "text": texts[i], "label": int(labels[i]), "radius": int(cert.radii[k])})
-        if len(picked) == count:
-            break
-    return picked
+def looseness_runs(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], *, count: int,
+                   sample: int | None = None, seed: int = 0) -> list[dict]:
+    """:func:`neighbourhood_looseness` on the ``count`` shortest correctly classified sentences of ``texts``
+    (certified ones first, :func:`lionsnb.lipslev.bruteforce.shortest_rows`), with their row, text and radius."""
+    cert = certificate(model, texts, labels)
+    certified, uncertified = shortest_rows(cert.radii, cert.lengths, count, 0, top_up=True)
+    out = []
+    for k, row in enumerate(certified + uncertified):
+        res = neighbourhood_looseness(model, texts[row], int(labels[row]), sample=sample, seed=seed + k)
+        out.append({**res, "row": row, "text": texts[row], "label": int(labels[row])})
+    return out
 
 
 def neighbourhood_looseness(model: LipsLevCNN, text: str, label: int, *, sample: int | None = None,
@@ -653,11 +632,9 @@ def layerwise_counterexample(seed: int, eps: float, *, n: int = 5, d: int = 2, h
 def layerwise_search(trials: int, *, seed: int = 0, eps_values: Sequence[float] = (1e-1, 1e-2, 1e-3),
                      progress: bool = True) -> dict:
     """:func:`layerwise_counterexample` on ``trials`` random settings per eps (p cycling over 1, 2, inf)."""
-    from tqdm.auto import tqdm
-
     ps = (1.0, 2.0, math.inf)
     out = {"eps": list(eps_values), "erp_ratio": [], "end_to_end_ratio": [], "best": None}
-    for e in tqdm(eps_values, desc="layer-wise ERP", disable=not progress):
+    for e in progress_bar(eps_values, desc="layer-wise ERP", unit="eps", disable=not progress):
         erp, e2e = [], []
         for i in range(trials):
             rng = np.random.default_rng(seed * 7919 + i)
@@ -676,24 +653,54 @@ def layerwise_search(trials: int, *, seed: int = 0, eps_values: Sequence[float] 
 # ----------------------------------------------------------------------------- figures
 
 def _char_label(c: str) -> str:
-    return {" ": "␣", "\\": "\\\\"}.get(c, c)
+    """A tick label for one character: the space as an open box, the others as they are."""
+    return "␣" if c == " " else c
+
+
+def display_order(alphabet: Alphabet) -> tuple[list[int], list[int]]:
+    """Row indices (pad first) in reading order for figures: the pad row, letters a-z, digits, then the space and
+    the other characters, each group sorted; and the positions where a new group starts."""
+    def group(c: str) -> int:
+        return 0 if c.isalpha() else 1 if c.isdigit() else 2
+
+    chars = sorted(range(alphabet.size), key=lambda i: (group(alphabet.chars[i]), alphabet.chars[i]))
+    order = [0] + [i + 1 for i in chars]
+    starts = [k for k in range(1, len(order)) if k == 1 or
+              group(alphabet.chars[order[k] - 1]) != group(alphabet.chars[order[k - 1] - 1])]
+    return order, starts
 
 
 def draw_embedding_heatmap(fig, *, distances: np.ndarray, alphabet: Alphabet, p: float, title: str = "") -> None:
-    """||e_i - e_j||_p over all rows (pad first) with the argmax pair, i.e. M(E), circled."""
+    """||e_i - e_j||_p over all rows with the argmax pair, i.e. M(E), circled.
+
+    Rows and columns in reading order (:func:`display_order`: pad, letters, digits, the rest), each labelled with its
+    character on all four edges, with white lines between the groups, so that a 57-row alphabet stays readable.
+    """
+    order, starts = display_order(alphabet)
+    shown = distances[np.ix_(order, order)]
     ax = fig.subplots()
-    im = ax.imshow(distances, cmap="magma", origin="upper")
+    im = ax.imshow(shown, cmap="magma", origin="upper", interpolation="nearest")
     ax.grid(False)
     names = ["pad"] + [_char_label(c) for c in alphabet.chars]
-    size = 8 if len(names) <= 30 else 5.5
-    ax.set_xticks(range(len(names)), names, fontsize=size)
-    ax.set_yticks(range(len(names)), names, fontsize=size)
+    labels = [names[i] for i in order]
+    size = 10 if len(labels) <= 30 else 8.5
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, labels, fontsize=size, fontfamily="monospace")
+    ax.set_yticks(ticks, labels, fontsize=size, fontfamily="monospace")
+    ax.tick_params(top=True, labeltop=True, right=True, labelright=True, length=2, pad=1)
+    for tick in ax.get_xticklabels(which="both"):
+        if tick.get_text() == "pad":  # the only label wider than one character: upright, so it does not overlap
+            tick.set_rotation(90)
+    for k in starts:
+        ax.axhline(k - 0.5, color="white", lw=1.2)
+        ax.axvline(k - 0.5, color="white", lw=1.2)
     i, j = argmax_pair(distances)
-    for a, b in ((i, j), (j, i)):
-        ax.plot(b, a, marker="o", markersize=11, markerfacecolor="none", markeredgecolor="cyan", markeredgewidth=2)
-    fig.colorbar(im, ax=ax, label=f"||e_i - e_j||_{norm_name(p)}")
-    label(ax, "character j", "character i",
-          title or f"M(E) = {distances[i, j]:.3g} at ({names[i]!r}, {names[j]!r})")
+    a, b = order.index(i), order.index(j)
+    for y, x in ((a, b), (b, a)):
+        ax.plot(x, y, marker="o", markersize=11, markerfacecolor="none", markeredgecolor="cyan", markeredgewidth=2)
+    fig.colorbar(im, ax=ax, label=f"||e_i - e_j||_{norm_name(p)}", shrink=0.8, pad=0.06)
+    label(ax, "character j (column)", "character i (row)",
+          title or f"M(E) = {distances[i, j]:.3g} at ({names[i]!r}, {names[j]!r}), circled")
 
 
 def row_max_ratios(model: LipsLevCNN) -> np.ndarray:
@@ -711,8 +718,13 @@ def draw_local_global(fig, *, row_ratio: np.ndarray, alphabet: Alphabet, full: n
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
     names = np.array(["pad"] + [_char_label(c) for c in alphabet.chars])
     order = np.argsort(row_ratio)
-    ax1.bar(range(len(order)), row_ratio[order], color=["tab:orange" if n == "pad" else "tab:blue" for n in names[order]])
-    ax1.set_xticks(range(len(order)), names[order], fontsize=5.5 if len(order) > 30 else 8)
+    ax1.bar(range(len(order)), row_ratio[order],
+            color=["tab:orange" if n == "pad" else "tab:blue" for n in names[order]])
+    ax1.set_xticks(range(len(order)), names[order], fontsize=7.5 if len(order) > 30 else 9, fontfamily="monospace")
+    ax1.tick_params(axis="x", length=2, pad=1)
+    for tick in ax1.get_xticklabels():
+        if tick.get_text() == "pad":  # upright, so that it does not run into its neighbours
+            tick.set_rotation(90)
     ax1.set_ylim(max(0.0, row_ratio.min() - 0.05), 1.005)
     label(ax1, "row i (sorted; the pad row in orange)", "max_j ||e_i - e_j|| / M(E)", "How far each row reaches")
     gap_full, gap_prefix = 1.0 - full, 1.0 - prefix
@@ -738,11 +750,14 @@ def draw_substitution(fig, *, windows: dict, position: int) -> None:
     ax2.bar(t, windows["norms"], label="||change at t||_p", color="tab:blue")
     q = windows["q"]
     inside = (t >= position) & (t < position + q)
-    ax2.plot(t[inside], windows["bounds"][inside], "r_", markersize=18, mew=2, label="||K_tap||_(p->p) ||delta||_p")
-    ax2.axvspan(position - 0.5, position + q - 0.5, color="orange", alpha=0.15, label=f"t = {position}..{position + q - 1}")
+    ax2.plot(t[inside], windows["bounds"][inside], "r_", markersize=18, mew=2,
+             label="||K_tap||_(p->p) ||delta||_p")
+    ax2.axvspan(position - 0.5, position + q - 0.5, color="orange", alpha=0.15,
+                label=f"t = {position}..{position + q - 1}")
     ax2.legend(fontsize=8)
+    bound = windows["m_k"] * windows["delta_norm"]
     label(ax2, "conv output position t", "norm of the change",
-          f"sum of changes {windows['norms'].sum():.3g} <= M(K) ||delta|| = {windows['m_k'] * windows['delta_norm']:.3g}")
+          f"sum of changes {windows['norms'].sum():.3g} <= M(K) ||delta|| = {bound:.3g}")
 
 
 def draw_ratio_hist(ax, sweep: dict, groups: Sequence[str], title: str) -> None:
@@ -799,12 +814,13 @@ def draw_looseness(fig, *, results: Sequence[dict]) -> None:
     ax = fig.subplots()
     for k, res in enumerate(results):
         vals = np.asarray(res["per_neighbour"])
-        ax.hist(vals, bins=50, alpha=0.6, label=f"sentence {k + 1}: n = {res['n']}, {res['neighbours']} neighbours, "
-                                                 f"max {res['ratio']:.3f}")
+        ax.hist(vals, bins=50, alpha=0.6,
+                label=f"sentence {k + 1}: n = {res['n']}, {res['neighbours']} neighbours, max {res['ratio']:.3f}")
     ax.axvline(1.0, color="black", ls="--", lw=1, label="the bound (ratio 1)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    label(ax, "max_t |g_yt(Q) - g_yt(P)| / L_yt(P)", "neighbours Q at distance 1", "How much of the bound is used at k = 1")
+    label(ax, "max_t |g_yt(Q) - g_yt(P)| / L_yt(P)", "neighbours Q at distance 1",
+          "How much of the bound is used at k = 1")
 
 
 def draw_layerwise(fig, *, search: dict) -> None:
@@ -822,6 +838,199 @@ def draw_layerwise(fig, *, search: dict) -> None:
     label(ax, "norm eps of the inserted vector", "ratio (1 = the claimed bound)", "Inserting a near-zero vector")
 
 
+# ----------------------------------------------------------------------------- tables
+
+#: float64 machine epsilon: the spacing of floats near 1 (ratios a few of these above 1 are rounding)
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
+
+
+def model_table(model: LipsLevCNN, what: str) -> Table:
+    """The sizes and settings of a model, one row."""
+    return table([{"model": what, **describe_model(model)}], title="Reference model")
+
+
+def stages_table(stages_: dict[str, np.ndarray], logits: np.ndarray) -> Table:
+    """The shape of every stage of one sentence, and how far the stage-by-stage logits are from ``model.forward``."""
+    rows = [{"stage": name, "shape": "x".join(str(v) for v in value.shape) or "scalar"}
+            for name, value in stages_.items()]
+    gap = float(np.abs(stages_["logits"] - logits).max())
+    return table(rows, title=f"Stages of one sentence (max |stage-by-stage logits - model.forward| = {gap:.1e})")
+
+
+def padding_table(**results: dict) -> Table:
+    """Largest logit change when zeros are appended, for sum pooling (the model) and mean pooling, per model."""
+    return table([{"model": name, "sum pooling (the model)": r["sum"], "mean pooling (contrast)": r["mean"]}
+                  for name, r in results.items()], title="max |logit change| when padding is appended (float64)")
+
+
+def embedding_table(distances: np.ndarray, alphabet: Alphabet, p: float, pad_is_zero: bool) -> Table:
+    """M(E), the pair attaining it, and the largest character norm (the distance to the pad row)."""
+    names = ["pad"] + [_char_label(c) for c in alphabet.chars]
+    i, j = argmax_pair(distances)
+    return table({f"M(E), p = {norm_name(p)}": float(distances[i, j]), "attained by": f"{names[i]!r}, {names[j]!r}",
+                  "largest ||e_i|| (distance to the pad row)": float(distances[0].max()),
+                  "padding row all zero": pad_is_zero}, title="The embedding constant of the reference model")
+
+
+def local_global_table(row_ratio: np.ndarray, full: np.ndarray, prefix: np.ndarray, prefix_len: int) -> Table:
+    """How much the local constant M(E, P) gains over M(E): per row, whole sentences, sentence prefixes."""
+    rows = [{"set": "rows: max_j ||e_i - e_j|| / M(E)", "min": float(row_ratio.min()),
+             "median": float(np.median(row_ratio)), "share equal to 1": float(np.mean(row_ratio >= 1 - 1e-12))},
+            {"set": "whole sentences: M(E, P) / M(E)", "min": float(full.min()), "median": float(np.median(full)),
+             "share equal to 1": float(np.mean(full >= 1 - 1e-12))},
+            {"set": f"first {prefix_len} characters: M(E, P) / M(E)", "min": float(prefix.min()),
+             "median": float(np.median(prefix)), "share equal to 1": float(np.mean(prefix >= 1 - 1e-12))}]
+    return table(rows, title="Local against global embedding constant", digits=6)
+
+
+def pad_free_table(result: dict) -> Table:
+    """Violations of the correct local constant and of the variant without the pad row, by edit kind."""
+    kinds = result["wrong_by_kind"]
+    rows = [{"constant": "correct M(E, P) (pad row on the P side)",
+             "violated (neighbour, class pair) checks": result["violations_correct"],
+             "violating substitutions": 0 if not result["violations_correct"] else None,
+             "violating deletions": 0 if not result["violations_correct"] else None,
+             "violating insertions": 0 if not result["violations_correct"] else None},
+            {"constant": "pad row left out of the P side",
+             "violated (neighbour, class pair) checks": result["violations_wrong"],
+             "violating substitutions": kinds["sub"], "violating deletions": kinds["del"],
+             "violating insertions": kinds["ins"]}]
+    return table(rows, title=f"{result['models']} one-channel models, every neighbour at distance 1 "
+                             f"(the wrong constant fails in {result['models_wrong']} models)")
+
+
+def pad_free_example(result: dict) -> str:
+    """One neighbour that breaks the constant without the pad row, in words ('' when none was found)."""
+    ex = result["example"]
+    if ex is None:
+        return ""
+    kind, pos, char = ex["edit"]
+    letters = "abcdefgh"
+    return (f"example: P = {''.join(letters[c - 1] for c in ex['P'])!r}, {kind} of {letters[int(char) - 1]!r} at "
+            f"position {int(pos)}: |dg| = {ex['dg']:.4f} > wrong constant {ex['wrong_constant']:.4f} "
+            f"(correct constant {ex['correct_constant']:.4f})")
+
+
+def substitution_table(windows: dict, taps: np.ndarray, p: float) -> Table:
+    """What one substitution does to the conv pre-activations, against the prediction of the text."""
+    return table({"tap norms ||K_j||_(p->p)": [round(float(v), 3) for v in taps],
+                  f"M(K), p = {norm_name(p)}": windows["m_k"],
+                  "conv outputs that changed": windows["changed"],
+                  f"expected: t = j .. j + q - 1 (q = {windows['q']})": windows["expected"],
+                  "max |change - K_tap delta|": windows["prediction_error"],
+                  "sum over t of ||change at t||_p": float(windows["norms"].sum()),
+                  "M(K) ||delta||_p": windows["m_k"] * windows["delta_norm"]},
+                 title=f"One substitution in a sentence of length {windows['length']}")
+
+
+def holder_table(heads: dict) -> tuple[Table, float]:
+    """Per head and norm: the pairwise constants ||c_y - c_t||_r, how exactly Hoelder's direction attains them,
+    and (p = 2) the vector route's sqrt(2) ||C||_2; returns the table and the largest relative gap."""
+    rows, gap = [], 0.0
+    for head_name, head in heads.items():
+        for name, p in NORMS.items():
+            res = holder_check(head, p)
+            largest = max(r["pairwise"] for r in res["rows"])
+            gap = max(gap, res["max_gap"] / largest)
+            rows.append({"head": f"{head_name} {tuple(head.shape)}", "p": name,
+                         "pairwise ||c_y - c_t||_r": [round(r["pairwise"], 3) for r in res["rows"]],
+                         "attained up to": res["max_gap"],
+                         "sqrt(2) ||C||_2 / largest pairwise": res["min_vector_over_pairwise"]})
+    return table(rows, title="The head's pairwise Hoelder constants"), gap
+
+
+def sweep_table(sweep: dict) -> Table:
+    """The exhaustive check per kind of weights: models and the largest ratio with the local and the global
+    constant."""
+    rows = []
+    for lip in (False, True):
+        sel = [r for r in sweep["rows"] if bool(r["lipschitz"]) == lip]
+        rows.append({"weights": "1-Lipschitz (constant L)" if lip else "raw (constant G)", "models": len(sel),
+                     "largest ratio, local M(E, P)": max(r["max_local"] for r in sel),
+                     "largest ratio, global M(E)": max(r["max_global"] for r in sel)})
+    return table(rows, title=f"{sweep['models']} models, {sweep['neighbours']:,} neighbours, {sweep['pair_checks']:,} "
+                             f"(neighbour, class pair, constant) checks in {sweep['seconds']:.1f} s: "
+                             f"{sweep['violations']} violations", digits=6)
+
+
+def rounding_table(sweep: dict) -> Table:
+    """The largest ratio of all checks to 17 digits, its excess over 1 in units of the float64 machine epsilon, and
+    the tolerance a violation must exceed."""
+    excess = sweep["max_ratio"] - 1.0
+    return table({"largest ratio over all checks (17 digits)": f"{sweep['max_ratio']:.17g}",
+                  "largest ratio - 1": excess,
+                  "... in float64 machine epsilons (2.2e-16)": excess / FLOAT64_EPS,
+                  "a violation must exceed": "L d (1 + 1e-9) + 1e-9",
+                  "violations": sweep["violations"]}, title="Rounding against violations")
+
+
+def size_table(sweep: dict) -> Table:
+    """Mean worst-neighbour ratio (global constant) of the smallest models (d h = 1) and the larger ones."""
+    rows = sweep["rows"]
+    groups = {"d x h = 1": [r["max_global"] for r in rows if r["d"] * r["h"] == 1],
+              "d x h >= 4": [r["max_global"] for r in rows if r["d"] * r["h"] >= 4]}
+    return table([{"models": name, "count": len(v), "mean worst-neighbour ratio": float(np.mean(v)) if v else None}
+                  for name, v in groups.items()], title="How much of the bound the worst neighbour uses, by size")
+
+
+def tight_table(tight: dict, details: dict) -> Table:
+    """The tight search: the best ratio, per kernel size, and the first tight model's weights."""
+    rows = {"models searched": tight["models"], "largest ratio found": tight["best"]["ratio"],
+            "largest ratio - 1, in float64 epsilons": (tight["best"]["ratio"] - 1.0) / FLOAT64_EPS,
+            "models within 1e-9 of ratio 1": sum(r >= 1 - 1e-9 for r in tight["ratios"]),
+            **{f"largest ratio at q = {int(q)}": float(v) for q, v in tight["max_per_q"].items()},
+            "tight model": f"q = {details['q']}, {'1-Lipschitz' if details['lipschitz'] else 'raw'} weights",
+            "P -> Q": f"{details['P']!r} -> {details['Q']!r} (distance {details['distance']})",
+            "effective embedding": ", ".join(f"{k}: {v[0]:.4f}" for k, v in details["embedding"].items()),
+            "M(E) and its pair": f"{details['M(E)']:.4f} at {details['pair']}",
+            "kernel taps": [round(v, 4) for v in details["kernel"]],
+            "head": [round(v, 4) for v in details["head"]],
+            "g(P), g(Q), L": f"{details['g_P']:.6f}, {details['g_Q']:.6f}, {details['L']:.6f}"}
+    return table(rows, title="One-channel models at distance 1 (global constant)", digits=12)
+
+
+def looseness_table(results: Sequence[dict]) -> Table:
+    """Per sentence of the reference model: neighbours evaluated, L_yt, margins, the largest margin changes and the
+    share of the bound they use."""
+    rows = []
+    for res in results:
+        rows.append({"row": res["row"], "n": res["n"], "radius": res["radius"],
+                     "neighbours": f"{res['neighbours']} of {res['total']}" if res["sampled"] else res["total"],
+                     "L_yt": [round(v, 4) for v in res["lipschitz"]],
+                     "margins g_yt": [round(v, 3) for v in res["margins"]],
+                     "max |dg_yt|": [round(v, 4) for v in res["max_dg"]],
+                     "max |dg| / L": res["ratio"], "bound / largest change": 1 / res["ratio"],
+                     "smallest margin of a neighbour": res["min_neighbour_margin"], "seconds": res["seconds"]})
+    return table(rows, title="The exact distance-1 neighbourhoods on the reference model")
+
+
+def layerwise_table(search: dict) -> Table:
+    """Per eps: the layer-wise ERP ratio (max, median, share above 1) and the end-to-end ratio."""
+    rows = []
+    for e, erp, e2e in zip(search["eps"], search["erp_ratio"], search["end_to_end_ratio"]):
+        rows.append({"eps": e, "layer-wise ratio, max": max(erp), "median": float(np.median(erp)),
+                     "above 1": f"{sum(r > 1 for r in erp)} of {len(erp)}", "end-to-end ratio, max": max(e2e)})
+    return table(rows, title="Inserting a vector of norm eps: d_ERP(conv A, conv B) / (M(K) d_ERP(A, B))")
+
+
+def worst_case_text(search: dict) -> str:
+    """The worst layer-wise case in words."""
+    best = search["best"]
+    return (f"worst case: n = {best['n']}, d = {best['d']}, h = {best['h']}, q = {best['q']}, p = "
+            f"{norm_name(best['p'])}, insertion at {best['position']}: d_ERP(A, B) = {best['erp_in']:.1e}, "
+            f"d_ERP(conv A, conv B) = {best['erp_out']:.3g}, M(K) = {best['m_k']:.3g}")
+
+
+def group_max_table(sweep: dict) -> Table:
+    """The largest ratio of every histogram of the sweep (norm, constant, distance)."""
+    rows = []
+    for group, value in sweep["group_max"].items():
+        p, constant, distance = group.split("|")
+        rows.append({"p": p.removeprefix("p="), "constant": constant, "distance": int(distance.removeprefix("d=")),
+                     "largest ratio": value})
+    return table(rows, title="Largest ratio per histogram", digits=8)
+
+
 # ----------------------------------------------------------------------------- exercises
 
 def _conv_cases():
@@ -836,29 +1045,29 @@ def conv_constant_p1_reference(weight) -> float:
 
 
 def check_exercise_conv_p1(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: M(K) for p = 1 on random conv weights."""
     return check_exercise("M(K) for p = 1", attempt, conv_constant_p1_reference, _conv_cases(),
                           hint="||A||_{1->1} is the largest column sum of |A| (sum over output channels, max over "
                                "input channels); M(K) adds it up over the q taps weight[:, :, j].", ctx=ctx)
 
 
-def head_pairs_reference(head, p: float) -> np.ndarray:
-    return head_pairs(head, p)
-
-
 def check_exercise_head_pairs(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: the pairwise head constants ||c_y - c_t||_r for p = 1, 2, inf, against :func:`head_pairs`."""
     gen = np.random.default_rng(5)
     cases = [(gen.normal(size=(3, 4)), 2.0), (gen.normal(size=(4, 2)), 1.0), (gen.normal(size=(2, 5)), math.inf),
              (gen.normal(size=(3, 3)), math.inf)]
-    return check_exercise("pairwise head constants", attempt, head_pairs_reference, cases,
+    return check_exercise("pairwise head constants", attempt, head_pairs, cases,
                           hint="use the DUAL norm r of p: r = inf for p = 1, 2 for 2, 1 for inf; entry (y, t) is "
                                "||C[y] - C[t]||_r.", ctx=ctx)
 
 
 def local_constant_reference(emb, ids, p: float) -> float:
+    """The exercise's reference: :func:`local_embedding_constant` with the pad row on the P side."""
     return local_embedding_constant(emb, ids, p)
 
 
 def check_exercise_local_constant(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 3: the local embedding constant M(E, P), including the one-dimensional case of the text."""
     gen = np.random.default_rng(9)
     emb = np.vstack([np.zeros((1, 3)), gen.normal(size=(5, 3))])
     one_d = np.array([[0.0], [1.0], [10.0]])  # the pad row matters: the answer is 10, not 9
@@ -866,3 +1075,20 @@ def check_exercise_local_constant(attempt, ctx=None) -> ExerciseResult:
     return check_exercise("local M(E, P)", attempt, local_constant_reference, cases,
                           hint="the rows on the P side are the characters of P AND the padding row 0 (an insertion "
                                "costs ||e_c - 0||); the other side is every row, padding included.", ctx=ctx)
+
+
+__all__ = [
+    "SPEC", "setup", "NORMS", "RTOL", "ATOL", "FLOAT64_EPS", "show_source", "table", "figure", "label", "explore",
+    "LipsLevCNN", "norm_of", "norm_name", "as_float64", "pad_batch", "official_paths", "reference_model",
+    "reference_texts", "demo_model", "random_tiny_model", "describe_model", "stages", "padding_differences",
+    "embedding_distances", "argmax_pair", "local_embedding_constant", "local_global_ratios", "row_max_ratios",
+    "constant_formula_error", "tap_norms", "substitution_windows", "random_head", "holder_check", "head_pairs",
+    "ball_ratios", "soundness_sweep", "tight_search", "tight_details", "pad_free_search", "looseness_runs",
+    "neighbourhood_looseness", "layerwise_counterexample", "layerwise_search", "draw_embedding_heatmap",
+    "draw_local_global", "draw_substitution", "draw_sweep_overview", "draw_ratio_explorer", "draw_looseness",
+    "draw_layerwise", "model_table", "stages_table", "padding_table", "embedding_table", "local_global_table",
+    "pad_free_table", "pad_free_example", "substitution_table", "holder_table", "sweep_table", "size_table",
+    "tight_table", "rounding_table",
+    "display_order", "looseness_table", "layerwise_table", "worst_case_text", "group_max_table",
+    "check_exercise_conv_p1", "check_exercise_head_pairs", "check_exercise_local_constant",
+]

@@ -7,7 +7,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-import lionsnb.lipslev.distance as m
+import lionsnb.lipslev.nb01_levenshtein as m
+from lionsnb.lipslev import ball_size
 from lionsnb.plotting import unlabelled_axes
 
 matplotlib.use("Agg")
@@ -96,7 +97,7 @@ def test_count_ball_closed_forms():
         x = gen.integers(1, sigma + 1, size=n).tolist()
         assert m.count_ball(x, sigma, 1) == [1, m.neighbour_count(n, sigma, m.runs(x))]
     # characters work as symbols, and the unused ones of the alphabet count too
-    assert m.ball_size("ab", 2, 1) == 1 + m.neighbour_count(2, 2, 2)
+    assert ball_size("ab", 2, 1) == 1 + m.neighbour_count(2, 2, 2)
 
 
 def test_count_ball_rejects_bad_input():
@@ -125,8 +126,9 @@ def test_bfs_vs_count_respects_the_limit():
 
 
 def test_ag_news_neighbourhoods_are_consistent():
-    ag = m.ag_news_neighbourhoods(30, 2, 1)
-    assert ag["sigma"] == 56 and len(ag["lengths"]) == 30
+    data = m.ag_news_strings(30)
+    ag = m.ag_news_neighbourhoods(data["seqs"], data["sigma"], 2, 1, source=data["source"])
+    assert ag["sigma"] == 56 and len(ag["lengths"]) == 30 and ag["source"] == data["source"]
     for sizes, n1 in zip(ag["ball_exact"], ag["exact_n1"]):
         assert sizes == [1.0, 1.0 + n1]
     assert all(raw >= n1 for raw, n1 in zip(ag["raw"], ag["n1"]))
@@ -180,7 +182,8 @@ def test_figures_have_labelled_axes():
 
     table = m.growth_table((4, 8, 16), (2, 4), 2)
     bfs = m.bfs_vs_count((2, 4), (2,), 2, 1000)
-    ag = m.ag_news_neighbourhoods(20, 2, 2)
+    data = m.ag_news_strings(20)
+    ag = m.ag_news_neighbourhoods(data["seqs"][:20], data["sigma"], 2, 2)
     draws = [(m.draw_table, dict(source="kitten", target="sitting")),
              (m.draw_formula, dict(result=m.formula_check(40, 6, 4))),
              (m.draw_growth_overview, dict(table=table, bfs=bfs, sigma=4, n=8)),
@@ -194,6 +197,23 @@ def test_figures_have_labelled_axes():
         draw(fig, **kwargs)
         assert not unlabelled_axes(fig), draw.__name__
         plt.close(fig)
+
+
+def test_tables_show_the_checks():
+    script = m.edit_script("sitting", "strings")
+    assert m.script_table(script, "sitting", "strings").column("value")[-2:] == [3, "strings"]
+    checks = m.checks_table(m.script_check(20, 5, 3), m.metric_check(20, 5, 3))
+    assert checks.column("violations") == [0, 0, 0, 0] and checks.column("cases") == [20, 20, 20, 20]
+    assert m.duplicates_table("aab", "ab").column("distinct strings") == [3, 2, 5]
+    assert m.formula_table(m.formula_check(30, 5, 3), 5, 3).column("violations") == [0, 0, 0, 0]
+    assert len(m.bfs_table(m.bfs_vs_count((2, 4), (2,), 2, 1000), last=2)) == 2
+    erp = m.erp_checks(10, 4, 3)
+    assert len(m.erp_table(erp)) == 5 and len(m.erp_ratio_table(erp)) == 4
+    assert "lower-case one letter" in repr(m.tokenizer_table(m.Alphabet(tuple(m.AG_NEWS_CHARS)), "Abc def"))
+
+
+def test_think_exercise_has_a_model_answer():
+    assert set(m.MODEL_ANSWERS) == {4} and "sqrt(2)" in m.MODEL_ANSWERS[4]
 
 
 @pytest.mark.parametrize("checker, good, wrong", [

@@ -1,8 +1,9 @@
-"""Notebook 1 of the LipsLev series: the Levenshtein distance and its neighbourhoods.
+"""Backs ``notebooks/lipslev/01_levenshtein.ipynb``: the Levenshtein distance and its neighbourhoods.
 
 Abad Rocamora, Chrysos, Cevher, "Certified Robustness Under Bounded Levenshtein Distance", ICLR 2025
 (arXiv 2501.13676). The certificate of the series bounds how much a classifier can change inside a
-Levenshtein ball; this notebook measures the objects the bound talks about:
+Levenshtein ball; this notebook measures the objects the bound talks about (the algorithms live in the core
+module :mod:`lionsnb.lipslev.levenshtein`; this module holds the notebook's spec, checks, tables and figures):
 
 * the DP table of d_Lev and a backtracked optimal edit script (substitution, deletion, insertion);
 * the unique strings at distance exactly 1, canonically enumerated, and their count
@@ -24,12 +25,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from lionsnb.context import setup_for
+from lionsnb.display import Table, show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.lipslev.text import (  # noqa: F401
+from lionsnb.lipslev.data import ag_news_alphabet, load_ag_news
+from lionsnb.lipslev.levenshtein import (
     Alphabet,
     apply_edit,
     ball,
-    ball_size,
     count_ball,
     edit_script,
     erp_distance,
@@ -42,11 +44,12 @@ from lionsnb.lipslev.text import (  # noqa: F401
     runs,
 )
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.widgets import explore  # noqa: F401
+from lionsnb.plotting import figure, label
+from lionsnb.progress import progress as progress_bar
+from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
-    name="lipslev.distance",
+    name="lipslev.nb01_levenshtein",
     title="LipsLev 1: Levenshtein distance and its neighbourhoods",
     profiles={
         # *_pairs / *_strings / *_triples / *_edits: random cases per check; bfs_limit: largest ball enumerated
@@ -366,11 +369,9 @@ def bfs_vs_count(ns: Sequence[int], sigmas: Sequence[int], k_max: int, limit: in
 
 def growth_table(ns: Sequence[int], sigmas: Sequence[int], k_max: int, seed: int = 0) -> dict:
     """Exact |N_<=k| for k = 0..k_max of one random string per (sigma, n): ``sizes[s][i][k]`` (floats)."""
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     sizes, n1 = [], []
-    bar = tqdm(total=len(ns) * len(sigmas), desc="exact ball sizes", leave=False)
+    bar = progress_bar(total=len(ns) * len(sigmas), desc="exact ball sizes", unit="string")
     for sigma in sigmas:
         row, row1 = [], []
         for n in ns:
@@ -470,12 +471,10 @@ def draw_growth(fig, *, table: dict, k: int, sigma: int, ag: dict | None = None)
 def ag_news_strings(count: int, seed: int = 0) -> dict:
     """Encoded AG-News evaluation sentences (offline test rows 0..count-1) and the model alphabet.
 
-    The alphabet is the official checkpoint's (56 characters) when ``../shared/data/lipslev_official`` is
-    there, else built from the texts. Without the AG-News file: random strings of AG-News-like lengths
-    over 56 symbols, and ``source`` says so.
+    The alphabet is the authors' checkpoint's (56 characters) when ``../shared/data/lipslev_official`` is
+    there, else built from the texts (:func:`lionsnb.lipslev.data.ag_news_alphabet`). Without the AG-News file:
+    random strings of AG-News-like lengths over 56 symbols, and ``source`` says so.
     """
-    from lionsnb.lipslev.data import load_ag_news, shared_dir
-
     try:
         data = load_ag_news()
     except FileNotFoundError as err:
@@ -484,37 +483,32 @@ def ag_news_strings(count: int, seed: int = 0) -> dict:
         seqs = [[int(c) for c in rng.integers(1, 57, size=n)] for n in lengths]
         return {"source": f"synthetic stand-in (random strings, sigma 56): {err}", "sigma": 56, "seqs": seqs,
                 "texts": None, "alphabet": None}
-    path = shared_dir("lipslev_official") / "official_char_to_id.json"
-    alphabet = Alphabet.from_json(path) if path.is_file() else Alphabet.from_texts(data.texts)
+    alphabet, how = ag_news_alphabet(data.texts)
     texts = data.texts[:count]
-    return {"source": f"{data.source}, rows 0..{len(texts) - 1}" + ("" if path.is_file() else
-                                                                     " (alphabet built from the texts)"),
-            "sigma": alphabet.size, "seqs": [alphabet.encode(t) for t in texts], "texts": texts,
-            "alphabet": alphabet}
+    return {"source": f"{data.source}, rows 0..{len(texts) - 1}; alphabet: {how}", "sigma": alphabet.size,
+            "seqs": [alphabet.encode(t) for t in texts], "texts": texts, "alphabet": alphabet}
 
 
-def ag_news_neighbourhoods(count: int, exact: int, k_max: int, seed: int = 0) -> dict:
-    """|N_1| (formula) of ``count`` AG-News sentences, and exact |N_<=k| (k <= k_max) of ``exact`` of them.
+def ag_news_neighbourhoods(seqs: Sequence[Sequence[int]], sigma: int, exact: int, k_max: int,
+                           source: str = "") -> dict:
+    """|N_1| (formula) of every encoded sentence of ``seqs``, and exact |N_<=k| (k <= k_max) of ``exact`` of them.
 
     The sentences with exact counts are spread over the length quantiles. Also the number of raw edits a
     naive enumeration (duplicates kept) evaluates at distance 1: n(sigma - 1) + n + (n + 1) sigma.
+    ``source`` only describes the sentences (see :func:`ag_news_strings`).
     """
-    from tqdm.auto import tqdm
-
-    data = ag_news_strings(count, seed)
-    seqs, sigma = data["seqs"], data["sigma"]
     lengths = np.array([len(s) for s in seqs])
     n1 = [neighbour_count(len(s), sigma, runs(s)) for s in seqs]
     raw = [len(s) * (sigma - 1) + len(s) + (len(s) + 1) * sigma for s in seqs]
     order = np.argsort(lengths, kind="stable")
     picks = sorted({int(order[int(q)]) for q in np.linspace(0, len(seqs) - 1, min(exact, len(seqs)))})
     ball_exact, seconds = [], []
-    for idx in tqdm(picks, desc="exact |N_<=k| of AG-News sentences", leave=False):
+    for idx in progress_bar(picks, desc="exact |N_<=k| of AG-News sentences", unit="sentence"):
         start = time.perf_counter()
         hist = count_ball(seqs[idx], sigma, k_max)
         seconds.append(time.perf_counter() - start)
         ball_exact.append([float(v) for v in np.cumsum(np.asarray(hist, dtype=object))])
-    return {"source": data["source"], "sigma": sigma, "lengths": lengths.tolist(), "runs": [runs(s) for s in seqs],
+    return {"source": source, "sigma": sigma, "lengths": lengths.tolist(), "runs": [runs(s) for s in seqs],
             "n1": n1, "raw": raw, "exact_rows": picks, "exact_lengths": [int(lengths[i]) for i in picks],
             "exact_n1": [n1[i] for i in picks], "ball_exact": ball_exact, "k_max": k_max,
             "count_seconds": seconds}
@@ -815,6 +809,119 @@ def draw_erp(fig, *, result: dict) -> None:
         label(ax, "d_Lev(a, b) (jittered)", "ERP_p(onehot a, onehot b)", f"ERP, {name}")
 
 
+# ----------------------------------------------------------------------------- tables
+
+def script_table(script: Sequence[tuple], source: str, target: str) -> Table:
+    """The operations of one edit script, counted by kind, with the distance and what the script produces."""
+    counts = script_counts(script)
+    return table({**{f"{KIND_NAMES[k]} (cost {0 if k == 'keep' else 1})": v for k, v in counts.items()},
+                  "edits (cost of the script)": counts["sub"] + counts["del"] + counts["ins"],
+                  "d_Lev(SOURCE, TARGET)": levenshtein(source, target),
+                  "the script applied to SOURCE": "".join(apply_script(source, script))},
+                 title=f"One optimal edit script from {source!r} to {target!r}")
+
+
+def checks_table(scripts: dict, axioms: dict) -> Table:
+    """The DP/script checks and the metric axioms on random strings, as one table of counts."""
+    rows = [
+        {"check": "table corner = two-row DP, #edits = d_Lev, script gives b", "cases": scripts["pairs"],
+         "violations": scripts["mismatches"]},
+        {"check": "identity: d(a, b) = 0 exactly when a = b", "cases": axioms["triples"],
+         "violations": axioms["identity_violations"]},
+        {"check": "symmetry: d(a, b) = d(b, a)", "cases": axioms["triples"],
+         "violations": axioms["symmetry_violations"]},
+        {"check": "triangle: d(a, c) <= d(a, b) + d(b, c)", "cases": axioms["triples"],
+         "violations": axioms["triangle_violations"]},
+    ]
+    return table(rows, title=f"Random pairs and triples (the triangle inequality was tight in "
+                             f"{axioms['tight_fraction']:.0%} of the triples)")
+
+
+def duplicates_table(seq: Sequence, symbols: Sequence) -> Table:
+    """Per edit kind: the edits a naive enumeration makes and the distinct strings they give."""
+    counts = brute_force_counts(seq, symbols)
+    return table([{"edit kind": KIND_NAMES[kind], "edits": edits, "distinct strings": distinct}
+                  for kind, (edits, distinct) in counts.items()],
+                 title=f"Single edits of {''.join(map(str, seq))!r} over {{{', '.join(map(str, symbols))}}}")
+
+
+def formula_table(formula: dict, max_len: int, max_sigma: int) -> Table:
+    """The neighbour-count formula and the canonical enumeration against brute force, as counts."""
+    rows = [{"check": "|dedup(all single edits)| = (2n+1)(sigma-1) + 1 + runs", "violations":
+             formula["formula_mismatches"]},
+            {"check": "duplicates in the canonical list", "violations": formula["canonical_duplicates"]},
+            {"check": "canonical set differs from the brute-force set", "violations":
+             formula["canonical_set_mismatches"]},
+            {"check": "canonical neighbours not at distance 1 (first 50 strings)", "violations":
+             formula["distance_violations"]}]
+    return table(rows, title=f"{formula['strings_checked']} random strings (n <= {max_len}, sigma <= {max_sigma})")
+
+
+def bfs_table(bfs: dict, last: int = 4) -> Table:
+    """The last ``last`` strings of the BFS-vs-automaton check: counts per distance and times."""
+    rows = [{"n": r["n"], "sigma": r["sigma"], "k": r["k"], "|N_d|, d = 0..k (enumeration)": r["bfs"],
+             "|N_d| (automaton)": r["exact"], "enumeration s": r["bfs_s"], "automaton s": r["count_s"]}
+            for r in bfs["records"][-last:]]
+    return table(rows, title=f"{len(bfs['records'])} strings, {bfs['cases']} (string, k) counts: {bfs['mismatches']} "
+                             f"mismatches; largest ball enumerated {bfs['largest_ball']:,} strings (last {last} shown)")
+
+
+def slopes_table(slopes: dict[int, float], sigma: int) -> Table:
+    """The log-log slopes of |N_<=k| against n, one row per k."""
+    return table([{"k": k, "slope of log |N_<=k| vs log n": v} for k, v in slopes.items()],
+                 title=f"Growth with the string length at sigma = {sigma} (large n)", digits=4)
+
+
+def ag_table(summary: dict, speed: dict, k_max: int) -> Table:
+    """What the notebook quotes about AG-News: lengths, |N_1|, the exact balls and the extrapolated brute force."""
+    rows = [{"quantity": "sentences (sigma)", "value": f"{summary['sentences']} ({summary['sigma']} characters)"},
+            {"quantity": "encoded length: median (min-max)",
+             "value": f"{summary['median_length']:.0f} ({summary['min_length']}-{summary['max_length']})"},
+            {"quantity": "|N_1|: median (min-max)",
+             "value": f"{summary['median_n1']:,.0f} ({summary['min_n1']:,}-{summary['max_n1']:,})"},
+            {"quantity": "raw single edits, duplicates kept: median",
+             "value": f"{summary['median_raw']:,.0f} ({summary['duplicate_share']:.1%} duplicates)"},
+            {"quantity": "forward passes of the paper-size model",
+             "value": f"{speed['strings_per_s']:,.0f} strings/s on {speed['device']} (batch {speed['batch']}, "
+                      f"length {speed['n']})"}]
+    for k in range(1, k_max + 1):
+        rows.append({"quantity": f"k = {k}: median exact |N_<=k| (exact / estimate)",
+                     "value": f"{summary[f'ball_{k}']:.3g} ({summary[f'ratio_{k}']:.3f})"})
+        rows.append({"quantity": f"k = {k}: brute force, extrapolated, per sentence",
+                     "value": f"{summary[f'seconds_{k}']:.3g} s = {summary[f'seconds_{k}'] / 3600:.3g} h "
+                              "(the certificate: one forward pass)"})
+    return table(rows, title="AG-News sentences and their Levenshtein balls")
+
+
+def tokenizer_table(alphabet: Alphabet, text: str) -> Table:
+    """Hand-picked raw edits of ``text`` with their raw and encoded distances."""
+    rows = tokenizer_examples(alphabet, text)
+    return table([{"raw edit": r["edit"], "raw distance": r["raw_distance"], "encoded distance":
+                   r["encoded_distance"], "encoded string": r["encoded"]} for r in rows],
+                 title=f"Raw {text!r}, encoded {alphabet.decode(alphabet.encode(text))!r}")
+
+
+def erp_table(erp: dict) -> Table:
+    """The ERP statements measured on random pairs, one row each."""
+    rows = [{"statement": "Lemma S4, p = inf: ERP = d_Lev", "max gap": erp["s4_max_abs_gap"]},
+            {"statement": "p = 2: ERP = min(sqrt2 S + I + D), the weighted edit distance",
+             "max gap": erp["erp2_weighted_gap"]},
+            {"statement": "p = 1: ERP = |a| + |b| - 2 LCS(a, b), the indel distance", "max gap": erp["erp1_indel_gap"]},
+            {"statement": f"the DP = the recursion of Def. 4.1 ({erp['naive_checked']} short pairs, p = 1, 2, inf)",
+             "max gap": erp["naive_gap"]},
+            {"statement": "random embedding with a zero pad row: appending padding changes ERP by",
+             "max gap": erp["padding_gap"]}]
+    return table(rows, title=f"{erp['pairs']} random pairs (length <= 8, sigma <= 5)")
+
+
+def erp_ratio_table(erp: dict) -> Table:
+    """How ERP at p = 2 compares with d_Lev, and the M(E) bound on a random embedding."""
+    return table({"ERP_2 / d_Lev, min": erp["erp2_over_lev_min"], "ERP_2 / d_Lev, max": erp["erp2_over_lev_max"],
+                  "share of pairs with ERP_2 = sqrt(2) d_Lev": erp["erp2_equals_sqrt2_lev"],
+                  "max ERP_p(E a, E b) / (M(E) d_Lev(a, b)), p = 1, 2, inf": erp["embedding_ratio_max"]},
+                 title="ERP against the Levenshtein distance")
+
+
 # ----------------------------------------------------------------------------- exercises
 
 def _string_pairs() -> list[tuple]:
@@ -828,6 +935,7 @@ def _string_pairs() -> list[tuple]:
 
 
 def check_exercise_levenshtein(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: the Levenshtein DP on strings and lists, against :func:`levenshtein`."""
     return check_exercise("Levenshtein DP", attempt, levenshtein, _string_pairs(),
                           compare=lambda got, exp: int(got) == exp,
                           hint="D[i][0] = i, D[0][j] = j, and D[i][j] = min(D[i-1][j] + 1, D[i][j-1] + 1, "
@@ -839,6 +947,7 @@ def _run_cases() -> list[tuple]:
 
 
 def check_exercise_runs(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: the number of runs, against :func:`runs`."""
     return check_exercise("count runs", attempt, runs, _run_cases(), compare=lambda got, exp: int(got) == exp,
                           hint="a new run starts at position 0 and wherever seq[j] != seq[j-1]; the empty "
                                "sequence has 0 runs.", ctx=ctx)
@@ -862,7 +971,31 @@ def _neighbour_cases() -> list[tuple]:
 
 
 def check_exercise_neighbour_count(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 3: the number of distinct strings at distance 1, against an enumeration with deduplication."""
     return check_exercise("unique neighbours at distance 1", attempt, brute_force_neighbour_count,
                           _neighbour_cases(), compare=lambda got, exp: int(got) == exp,
                           hint="substitutions n(sigma - 1), deletions one per run, insertions "
                                "(n + 1)(sigma - 1) + 1; the reference enumerates and deduplicates.", ctx=ctx)
+
+
+#: model answers of the exercises without code (for teachers; `lionsnb answers lipslev_levenshtein` prints them)
+MODEL_ANSWERS = {
+    4: "abcd -> bcda: d_Lev = 2 (delete the leading a, insert an a at the end), against 4 substitutions position by "
+       "position; the DP table's script goes down once at the start and right once at the end. On one-hot rows "
+       "ERP at p = 2 prices a deletion and an insertion at 1 each and a substitution at sqrt(2), so it takes the "
+       "same deletion + insertion: ERP_2 = 2 = d_Lev, below sqrt(2) d_Lev = 2.83. The sqrt(2) is only an upper "
+       "bound: whenever an optimal script can avoid substitutions, ERP_2 equals d_Lev (p = 1 gives 2 as well, "
+       "since 2 = |a| + |b| - 2 LCS = 4 + 4 - 2 * 3).",
+}
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "MAX_FIGURE_LEN", "show_source", "table", "figure", "label", "explore",
+    "Alphabet", "levenshtein", "levenshtein_table", "edit_script", "neighbour_edits", "neighbours", "count_ball",
+    "erp_distance", "one_hot", "runs", "apply_script", "format_alignment", "script_check", "metric_check",
+    "duplicate_groups", "brute_force_counts", "formula_check", "bfs_vs_count", "growth_table", "growth_slopes",
+    "ag_news_strings", "ag_news_neighbourhoods", "forward_throughput", "ag_summary", "tokenizer_data",
+    "tokenizer_check", "erp_checks", "draw_table", "draw_formula", "draw_growth_overview", "draw_growth",
+    "draw_ag_news", "draw_tokenizer", "draw_erp", "script_table", "checks_table", "duplicates_table",
+    "formula_table", "bfs_table", "slopes_table", "ag_table", "tokenizer_table", "erp_table", "erp_ratio_table",
+    "check_exercise_levenshtein", "check_exercise_runs", "check_exercise_neighbour_count",
+]

@@ -1,4 +1,4 @@
-"""Tests of notebook 4 of the LipsLev series (lionsnb.lipslev.verification): certify vs brute force vs attack."""
+"""Tests of notebook 4 of the LipsLev series (lionsnb.lipslev.nb04_certify): certify vs brute force vs attack."""
 from __future__ import annotations
 
 import math
@@ -9,9 +9,9 @@ import pytest
 
 matplotlib.use("Agg")
 
-import lionsnb.lipslev.verification as v
+import lionsnb.lipslev.nb04_certify as v
 from lionsnb.lipslev.certify import certify, strict_radius
-from lionsnb.lipslev.text import Alphabet, ball, levenshtein
+from lionsnb.lipslev.levenshtein import Alphabet, ball, levenshtein
 from lionsnb.plotting import unlabelled_axes
 
 SMALL = dict(v.FALLBACK, n_train=800, min_len=6, max_len=10, embed_dim=8, hidden=16, kernel_size=3, epochs=2)
@@ -20,8 +20,7 @@ SMALL = dict(v.FALLBACK, n_train=800, min_len=6, max_len=10, embed_dim=8, hidden
 @pytest.fixture(scope="module")
 def trained():
     """A small 1-Lipschitz model trained on numbers_letters (about 1 s) and 40 fresh strings of the task."""
-    state, _ = v.train_fallback(SMALL, seed=0, progress=False)
-    model = v.fallback_model(state, SMALL)
+    model = v.fallback_model(v.train_fallback(SMALL, seed=0, progress=False)["state"], SMALL)
     data = v.numbers_letters(40, min_len=6, max_len=10, seed=5)
     return model, data
 
@@ -56,7 +55,7 @@ def test_auto_falls_back_to_the_synthetic_model_and_says_so(tmp_path, capsys):
     from types import SimpleNamespace
 
     ctx = SimpleNamespace(sizes=SimpleNamespace(n_cert=20, fallback=SMALL), seed=0,
-                          cached=lambda name, fn, **key: fn())
+                          cached=lambda name, fn, **kwargs: fn(**kwargs))
     subject = v.load_subject(ctx, "auto", folder=tmp_path)
     assert "falling back" in capsys.readouterr().out
     assert subject.name == "synthetic" and not subject.official and len(subject.data) == 20
@@ -70,7 +69,7 @@ def test_official_subject_first_rows():
     subject = v.load_subject(ctx, "auto")
     assert subject.official and len(subject.data) == ctx.sizes.n_cert
     cert = v.certificate_arrays(subject.model, subject.data.texts[:10], subject.data.labels[:10])
-    # the official per-row radii of the first ten rows (method note Sec. 7)
+    # the per-row radii of the first ten rows under the authors' released checkpoint (their verify() output)
     assert cert["radii"][[1, 2, 5, 6, 7, 8]].tolist() == [2, 0, 0, 4, 1, 0]
     assert (cert["radii"][[0, 3, 4, 9]] == -1).all()
     assert (cert["floor_radii"] == cert["radii"]).all()
@@ -147,7 +146,7 @@ def test_certified_implies_brute_force_robust_implies_attack_fails(results):
     cert, rows, exact, charmer = results
     assert exact["correct"].all() and len(rows) == 12
     assert (cert["radii"][rows] >= 1).any() and (cert["radii"][rows] == 0).any()
-    table = v.soundness_table(cert["radii"][:30], charmer, cert["radii"][rows], exact)
+    table = v.soundness_checks(cert["radii"][:30], charmer, cert["radii"][rows], exact)
     assert all(row["violations"] == 0 for row in table)
     assert table[0]["applies_to"] == int((cert["radii"][rows] >= 1).sum())
     # IBP is sound, never tighter than brute force
@@ -160,7 +159,7 @@ def test_certified_implies_brute_force_robust_implies_attack_fails(results):
 def test_soundness_table_counts_contradictions():
     charmer = {"k": 2, "correct": np.array([True, True, True, False]), "broken_at": np.array([1, 3, 2, 0])}
     exact = {"robust": np.array([False, True, True]), "ibp_certified": np.array([True, False, True])}
-    table = v.soundness_table([1, 2, 2, -1], charmer, [1, 0, 1], exact)
+    table = v.soundness_checks([1, 2, 2, -1], charmer, [1, 0, 1], exact)
     counts = {row["check"]: (row["applies_to"], row["violations"]) for row in table}
     assert counts["LipsLev certified at k = 1, brute force finds a flip"] == (2, 1)
     assert counts["IBP certified at k = 1, brute force finds a flip"] == (2, 1)
@@ -305,11 +304,11 @@ def test_editor_row_picks_a_short_certified_sentence():
 # ----------------------------------------------------------------------------- exercises
 
 def test_exercise_checkers_accept_the_reference_and_reject_mistakes():
-    assert v.check_exercise_accuracy(v.certified_accuracy_reference).status == "solved"
+    assert v.check_exercise_accuracy(v.certified_accuracy).status == "solved"
     assert v.check_exercise_accuracy(lambda radii, k: float(np.mean(np.asarray(radii) > k))).status == "incorrect"
-    assert v.check_exercise_radius(v.radius_from_margins).status == "solved"
-    floor = v.check_exercise_radius(v.official_floor_radius)   # non-strict: wrong on the tie cases
-    assert floor.status == "incorrect" and floor.fn is v.radius_from_margins
+    assert v.check_exercise_radius(strict_radius).status == "solved"
+    floor = v.check_exercise_radius(lambda g, L: math.floor(g / L) if g > 0 else -1)   # non-strict: wrong at ties
+    assert floor.status == "incorrect" and floor.fn is strict_radius
     assert v.check_exercise_soundness(v.soundness_violations_reference).status == "solved"
     assert v.check_exercise_soundness(lambda r, b: int((np.asarray(r) >= 1).sum())).status == "incorrect"
 
@@ -325,3 +324,59 @@ def test_spec_profiles_and_official_constants():
         assert sizes.n_exact <= sizes.n_attack <= sizes.n_cert
     assert v.SPEC.sizes("teach").n_cert == v.OFFICIAL_ROWS
     assert math.isclose(v.OFFICIAL_LOGGED[1], 384 / 1001)
+
+
+# ----------------------------------------------------------------------------- the cache key (issue 11)
+
+def test_the_cached_certificate_follows_the_seed_of_the_synthetic_sample(tmp_path, trained):
+    """The old notebook keyed the certificate on (model name, n) only: another SEED drew another synthetic sample but
+    got the first seed's certificate back. The key is now the call's arguments (model, texts, labels)."""
+    model, _ = trained
+    first = v.setup("smoke", seed=0, cache_dir=str(tmp_path))
+    certs = []
+    for seed in (1, 2, 1):
+        data = v.numbers_letters(15, min_len=6, max_len=10, seed=seed)
+        certs.append(first.cached("certificate", v.certificate_arrays, model=model, texts=data.texts,
+                                  labels=data.labels))
+    assert first.cache.misses == 2 and first.cache.hits == 1          # seed 1 again: the same entry
+    assert certs[0]["lengths"].tolist() != certs[1]["lengths"].tolist()
+    assert certs[2]["radii"].tolist() == certs[0]["radii"].tolist()
+    # the model is part of the key too (its weights and settings), not only its name
+    other = v.fallback_model(v.train_fallback(dict(SMALL, epochs=1), seed=1, progress=False)["state"], SMALL)
+    data = v.numbers_letters(15, min_len=6, max_len=10, seed=1)
+    first.cached("certificate", v.certificate_arrays, model=other, texts=data.texts, labels=data.labels)
+    assert first.cache.misses == 3
+
+
+def test_load_subject_caches_the_fallback_under_its_sizes_and_seed(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    calls = []
+
+    def cached(name, fn, **kwargs):
+        calls.append((name, fn, kwargs))
+        return fn(**kwargs)
+
+    for seed in (0, 1):
+        ctx = SimpleNamespace(sizes=SimpleNamespace(n_cert=10, fallback=dict(SMALL, epochs=1)), seed=seed,
+                              cached=cached)
+        subject = v.load_subject(ctx, "synthetic", folder=tmp_path)
+        assert len(subject.data) == 10
+    assert [c[0] for c in calls] == ["fallback_model", "fallback_model"]
+    assert all(c[1] is v.train_fallback for c in calls)
+    assert [c[2]["seed"] for c in calls] == [0, 1] and calls[0][2]["sizes"] == dict(SMALL, epochs=1)
+
+
+def test_tables_of_the_notebook(trained, results):
+    model, data = trained
+    cert, rows, exact, charmer = results
+    assert len(v.certificate_table(cert)) == 5
+    i = int(np.argmax(cert["radii"] >= 1))
+    assert len(v.by_hand_table(cert, i, data.classes)) == len(data.classes) - 1
+    assert len(v.curve_table(v.verified_curve(cert["radii"], 3), False, 40)) == 4
+    official = v.curve_table([0.7, 0.3836163836163836, 0.1, 0.01], True, v.OFFICIAL_ROWS)
+    assert official.column("difference")[1] == 0
+    assert len(v.attack_table(cert["radii"][:30], charmer)) == 2
+    assert len(v.exact_table(cert, rows, exact, charmer)) == 5
+    assert len(v.length_table(v.length_bins(cert["lengths"], cert["radii"], 3))) == 3
+    assert set(v.MODEL_ANSWERS) == {4}
