@@ -186,3 +186,16 @@ def test_text_mia_on_smollm2_smoke() -> None:
     out = text_mia(model, tok, passages, epochs=3, n_train_layers=2, lr=5e-4)
     assert roc_metrics(out["after"]["ppl"], out["labels"])[0] >= roc_metrics(out["before"]["ppl"],
                                                                                out["labels"])[0]
+
+
+def test_model_solutions_pass_their_checks() -> None:
+    import lionsnb.vlmia.nb01_pipeline as nb1
+    import lionsnb.vlmia.nb02_explorer as nb2
+    import lionsnb.vlmia.nb03_auc_study as nb3
+    import lionsnb.vlmia.nb04_confound_text as nb4
+
+    assert nb1.check_exercise_slices(nb1.SOLUTIONS["my_slices"]).status == "solved"
+    assert nb1.check_exercise_max_renyi_k(nb1.SOLUTIONS["my_max_renyi_k"]).status == "solved"
+    assert nb2.check_exercise_auc(nb2.SOLUTIONS["my_auc"]).status == "solved"
+    assert nb3.check_exercise_min_k_prob(nb3.SOLUTIONS["my_min_k_prob"]).status == "solved"
+    assert nb4.check_exercise_zlib(nb4.SOLUTIONS["my_zlib_ratio"]).status == "solved"

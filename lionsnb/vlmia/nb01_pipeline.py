@@ -202,8 +202,24 @@ def check_exercise_max_renyi_k(attempt: Callable, ctx=None) -> ExerciseResult:
                                "largest values.", ctx=ctx)
 
 
+def _solution_slices(c0, n_image, c_last, desc_len):
+    """Model solution of exercise 1, as a student would write it."""
+    s = c0 + n_image + c_last - 1
+    return {"img": (c0, c0 + n_image), "inst": (c0 + n_image, s - desc_len), "desp": (s - desc_len, s),
+            "inst_desp": (c0 + n_image, s)}
+
+
+def _solution_max_renyi_k(entropies, ratio):
+    """Model solution of exercise 2."""
+    k = max(1, int(len(entropies) * ratio))
+    return float(np.mean(sorted(entropies)[-k:]))
+
+
+#: model solutions of the code exercises (``lionsnb assignments`` puts them in the nbgrader solution regions)
+SOLUTIONS = {"my_slices": _solution_slices, "my_max_renyi_k": _solution_max_renyi_k}
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "INSTRUCTION", "make_pairs", "build_sequence", "run_pipeline",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "INSTRUCTION", "make_pairs", "build_sequence", "run_pipeline",
     "sequence_quantities", "slice_rows", "position_quantities", "aggregate", "scores", "score_keys", "k_of",
     "train_target", "tiny_setup", "example_traces", "attack_members", "tail_recall", "auc_table", "metric_key",
     "known_answer_checks", "known_answer_error", "trace_table", "identity_report", "identity_table",

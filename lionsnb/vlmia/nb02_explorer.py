@@ -154,8 +154,18 @@ def check_exercise_auc(attempt: Callable, ctx=None) -> ExerciseResult:
                                "1/2 on a tie; average.", ctx=ctx)
 
 
+def _solution_auc(scores, labels):
+    """Model solution of exercise 1."""
+    members = scores[labels == 1]
+    others = scores[labels == 0]
+    return float(np.mean((members[:, None] < others[None, :]) + 0.5 * (members[:, None] == others[None, :])))
+
+
+#: model solutions of the code exercises (``lionsnb assignments``)
+SOLUTIONS = {"my_auc": _solution_auc}
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "EXPLORER_K", "ROC_KEYS", "FAMILIES", "K_PERCENTS", "ALPHA_LABELS",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "EXPLORER_K", "ROC_KEYS", "FAMILIES", "K_PERCENTS", "ALPHA_LABELS",
     "SLICE_NAMES", "roc_metrics", "roc_summary", "tpr_at_fpr", "mann_whitney_auc", "auc_table", "roc_table",
     "metric_key", "tiny_setup", "train_target", "epoch_sweep", "known_roc_cases", "known_roc_error",
     "last_epoch_result", "nearest_epoch", "family_table", "renyi_vs_ppl", "best_renyi_vs_ppl", "untrained_deviation",

@@ -210,8 +210,19 @@ def check_exercise_min_k_prob(attempt: Callable, ctx=None) -> ExerciseResult:
                           ctx=ctx)
 
 
+def _solution_min_k_prob(logprobs, ratio):
+    """Model solution of exercise 1."""
+    k = max(1, int(len(logprobs) * ratio))
+    smallest = sorted(logprobs)[:k]
+    return -float(np.mean(smallest))
+
+
+#: model solutions of the code exercises (``lionsnb assignments``)
+SOLUTIONS = {"my_min_k_prob": _solution_min_k_prob}
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "HEATMAP_ROWS", "K_PERCENTS", "ALPHA_LABELS", "SLICE_NAMES", "EPOCH_KEYS",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "HEATMAP_ROWS", "K_PERCENTS", "ALPHA_LABELS", "SLICE_NAMES",
+    "EPOCH_KEYS",
     "aggregate", "position_quantities", "sequence_traces", "roc_metrics", "auc_table", "metric_key", "tiny_setup",
     "train_target", "epoch_sweep", "batched_vs_loop", "untrained_aucs", "draw_untrained", "epoch_keys",
     "epoch_table", "growth", "heatmap_table", "traces_over_epochs", "aug_kl_attack", "aug_kl_table",

@@ -188,8 +188,19 @@ def check_exercise_zlib(attempt: Callable, ctx=None) -> ExerciseResult:
                           hint="log(ppl) / len(zlib.compress(text.encode('utf-8'))).", ctx=ctx)
 
 
+def _solution_zlib_ratio(ppl, text):
+    """Model solution of exercise 1."""
+    import zlib
+
+    compressed = zlib.compress(text.encode("utf-8"))
+    return math.log(ppl) / len(compressed)
+
+
+#: model solutions of the code exercises (``lionsnb assignments``)
+SOLUTIONS = {"my_zlib_ratio": _solution_zlib_ratio}
+
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "FRACTIONS", "SLICE_NAMES", "SHIFTED_BACKGROUNDS", "DEFAULT_PLAYS",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "FRACTIONS", "SLICE_NAMES", "SHIFTED_BACKGROUNDS", "DEFAULT_PLAYS",
     "CONFOUND_KEYS", "TEXT_KEYS", "make_pairs", "tiny_setup", "base_model", "confound_study", "mixtures",
     "confound_table", "confound_summary", "run_text_mia", "text_table", "text_timing", "text_scores", "text_mia",
     "SplitLM", "shakespeare_passages", "roc_metrics", "roc_summary", "auc_table", "draw_confound", "draw_text_mia",

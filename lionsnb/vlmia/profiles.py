@@ -8,7 +8,7 @@ from __future__ import annotations
 
 TINY: dict[str, dict] = {
     "smoke": dict(image_size=16, n_embd=96, n_layer=2, n_members=48, n_nonmembers=48, n_pool=128, n_shifted=48,
-                  pretrain_epochs=12, epochs=20, checkpoints=(0, 10), lr=3e-3, batch_size=16, max_new_tokens=16,
+                  pretrain_epochs=8, epochs=12, checkpoints=(0, 6), lr=3e-3, batch_size=16, max_new_tokens=16,
                   min_new_tokens=2),
     "teach": dict(image_size=16, n_embd=128, n_layer=2, n_members=128, n_nonmembers=128, n_pool=256, n_shifted=128,
                   pretrain_epochs=20, epochs=40, checkpoints=(0, 5, 10, 20, 30), lr=3e-3, batch_size=16,
