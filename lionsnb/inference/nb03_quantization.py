@@ -181,7 +181,7 @@ def texts_table(texts: dict, sizes) -> object:
     return table([{"use": "perplexity", "play": texts["eval_play"], "where": "Act III", "tokens": len(texts["eval"]),
                    "how": f"windows of {sizes.window}, stride {sizes.stride}"},
                   {"use": "GPTQ calibration", "play": texts["calib_play"], "where": "the opening",
-                   "tokens": calib.numel(), "how": f"{calib.shape[0]} sequences of {calib.shape[1]}"},
+                   "tokens": calib.numel(), "how": f"{calib.shape[0]} x {calib.shape[1]} tokens"},
                   {"use": "held-out layer inputs", "play": texts["eval_play"], "where": "the opening (before Act III)",
                    "tokens": texts["heldout"].numel(), "how": "one sequence"}],
                  title="The text")

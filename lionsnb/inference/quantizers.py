@@ -308,7 +308,7 @@ def quantize_model(model: torch.nn.Module, scheme: Scheme, *, out: torch.nn.Modu
         raise ValueError("out does not have the same linear layers as model: pass a copy of the same model")
     _restore_head(model, out)
     errors, num, den = {}, 0.0, 0.0
-    for name in progress_bar(src, desc=f"RTN {scheme.label}", disable=not progress, leave=False):
+    for name in progress_bar(src, desc=f"RTN {scheme.label}", unit="layer", disable=not progress):
         w = src[name].weight
         w_hat = fake_quantize(w, scheme)
         dst[name].weight.copy_(w_hat)
@@ -377,7 +377,7 @@ def perplexity(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor, window
         first = max(scored_upto, s + 1)  # first target position scored by this window
         jobs.append((s, first - s))
         scored_upto = s + length
-    for i in progress_bar(range(0, len(jobs), batch_size), desc="perplexity", disable=not progress, leave=False):
+    for i in progress_bar(range(0, len(jobs), batch_size), desc="perplexity", unit="batch", disable=not progress):
         chunk = jobs[i:i + batch_size]
         x = torch.stack([ids[s:s + length] for s, _ in chunk]).to(device)
         hidden = body(input_ids=x, use_cache=False).last_hidden_state
@@ -576,7 +576,7 @@ def gptq_model(model: torch.nn.Module, calib_ids: torch.Tensor, scheme: Scheme, 
     streams = {"calib": decoder_inputs(model, calib_ids.to(device))}
     if heldout_ids is not None:
         streams["heldout"] = decoder_inputs(model, heldout_ids.to(device))
-    for index in progress_bar(range(n_layers), desc=f"GPTQ {scheme.label}", disable=not progress):
+    for index in progress_bar(range(n_layers), desc=f"GPTQ {scheme.label}", unit="layer", disable=not progress):
         layer = layers[index]
         linears = {name: mod for name, mod in layer.named_modules() if isinstance(mod, torch.nn.Linear)}
         stats: dict[str, dict[str, torch.Tensor]] = {s: {} for s in streams}  # X^T X per stream and linear
