@@ -75,7 +75,7 @@ SPEC = MethodSpec(
         # sequence test; sample_tokens: tokens of the sampled runs on the model
         "smoke": dict(new_tokens=24, layer_tokens=8, gammas=(1, 3), eval_tokens=64, ks=(2, 8, 16, 24),
                       cost_repeats=3, verify_ts=(1, 2, 4), chi_draws=40_000, seq_draws=1000, seq_len=4, seq_vocab=4,
-                      sample_tokens=16),
+                      sample_tokens=8),
         "teach": dict(new_tokens=96, layer_tokens=32, gammas=(1, 2, 4, 6, 8), eval_tokens=128,
                       ks=(2, 4, 8, 12, 16, 20, 24, 28), cost_repeats=4, verify_ts=(1, 2, 3, 5, 7, 9),
                       chi_draws=100_000, seq_draws=3000, seq_len=4, seq_vocab=4, sample_tokens=48),
@@ -102,15 +102,16 @@ PROMPTS = ("verse", "copy")
 
 #: model answers of the exercises without code (for teachers; `lionsnb answers inference_speculative` prints them)
 MODEL_ANSWERS = {
-    4: "NGRAM = 1 lets prompt lookup match a single token: it proposes far more often, also on the verse prompt, "
-       "but most single-token matches are followed by something else, so the acceptance alpha drops; tokens per "
-       "call fall towards 1 + alpha and the speed-up, which pays r(gamma + 1) for every longer verification, "
-       "falls with it (on the copy prompt less, since a copied passage keeps matching). DRAFT_LAYERS = 24 makes "
-       "the early exit agree with the target far more often (alpha rises, see the draft-quality table), but "
-       "each draft step now costs most of a target step (c near 0.85 with the LM head): the denominator "
-       "gamma c + r(gamma + 1) grows faster than the numerator (1 - alpha^(gamma+1)) / (1 - alpha), so the "
-       "layer draft still slows decoding down. The terms: alpha sets tokens per call, c and r set what each "
-       "call costs.",
+    4: "NGRAM = 1 lets prompt lookup match a single token, so it proposes in many more calls (at gamma = 4 on the "
+       "copy prompt in 28 of 39 verification calls instead of 12 of 35), but most one-token matches are followed "
+       "by something else: the acceptance drops (copy 0.86 to 0.55, verse 0.78 to 0.61). Tokens per call change "
+       "little (copy 1.9 to 1.7, verse 1.5 to 1.6), while every extra proposal lengthens its verification call "
+       "(r(gamma + 1) > 1 on a CPU), so the speed-up does not improve. The term: alpha in the numerator "
+       "(1 - alpha^(gamma+1)) / (1 - alpha), and r in the denominator. DRAFT_LAYERS = 24 makes the early exit agree "
+       "with the target more often (greedy agreement about 0.2 instead of 0.05 at k = 8, see the draft-quality "
+       "table), but each draft step now costs most of a target step (c about 0.8 with the LM head): at gamma = 1 "
+       "the expected tokens per call 1 + alpha = 1.2 are bought for gamma c + r(2) = about 2 decode steps, so the "
+       "layer draft still slows decoding down. The term: c in the denominator gamma c + r(gamma + 1).",
 }
 
 
@@ -315,16 +316,6 @@ def draft_quality(hf_model, ids: Sequence[int], ks: Sequence[int], temperature: 
     return out
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-@torch.no_grad()
 def step_costs(hf_model, prompt: Sequence[int], ks: Sequence[int], verify_ts: Sequence[int], repeats: int = 5,
                progress: bool = True) -> dict:
     """Seconds of one forward call after ``prompt`` (prefilled into a KV cache), median of ``repeats``.
@@ -405,13 +396,6 @@ def theory_by_depth(quality: dict, costs: dict, gammas: Sequence[int], use_verif
 # ----------------------------------------------------------------------------- the sweep on the real model
 
 
-def timed_plain(target, prompt: Sequence[int], new_tokens: int) -> tuple[list[int], float]:
-    """Plain cached greedy decoding (``generate``): tokens and wall seconds (prefill included)."""
-    start = time.perf_counter()
-    out = generate(target, list(prompt), new_tokens)
-    return out.tokens, time.perf_counter() - start
-
-
 def summarise(result: SpeculativeResult, reference: Sequence[int], baseline_seconds: float,
               decode_only: bool = False) -> dict:
     """Plain numbers of one speculative run, compared with the plain greedy tokens and time
@@ -419,21 +403,23 @@ def summarise(result: SpeculativeResult, reference: Sequence[int], baseline_seco
     seconds = result.seconds - (result.prefill_seconds if decode_only else 0.0)
     return {"equal": list(result.tokens) == list(reference), "tokens_per_call": result.tokens_per_call,
             "acceptance": result.acceptance_rate,
-            "calls": result.target_calls, "seconds": seconds, "draft_seconds": result.draft_seconds,
+            "calls": result.target_calls, "proposing_calls": sum(1 for g in result.proposed if g > 0),
+            "seconds": seconds, "draft_seconds": result.draft_seconds,
             "target_seconds": result.target_seconds, "speedup": baseline_seconds / seconds,
             "accepted": list(result.accepted), "proposed": list(result.proposed), "tokens": list(result.tokens)}
 
 
 def run_sweep(model: str, draft_layers: int, ngram: int, prompt_ids: dict, new_tokens: int, gammas: Sequence[int],
-              layer_tokens: int) -> dict:
+              layer_tokens: int, stop_at_eos: bool = True) -> dict:
     """:func:`decoding_sweep` with the model named ``model``, its two drafts (``draft_layers``, ``ngram``) and the
-    prompts ``{name: token ids}``."""
-    _, _, target, drafts = load_models(model, draft_layers, ngram)
-    return decoding_sweep(target, drafts, prompt_ids, new_tokens, gammas, layer_tokens)
+    prompts ``{name: token ids}``; every run ends at the tokenizer's end-of-sequence token when ``stop_at_eos``."""
+    _, tokenizer, target, drafts = load_models(model, draft_layers, ngram)
+    eos = tokenizer.eos_token_id if stop_at_eos else None
+    return decoding_sweep(target, drafts, prompt_ids, new_tokens, gammas, layer_tokens, eos_id=eos)
 
 
 def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas: Sequence[int],
-                   layer_tokens: int | None = None, progress: bool = True) -> dict:
+                   layer_tokens: int | None = None, progress: bool = True, eos_id: int | None = None) -> dict:
     """Greedy speculative decoding for every prompt x gamma x draft, each timed against plain cached decoding
     (``generate``) of the same prompt run next to it.
 
@@ -443,10 +429,11 @@ def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas
     (one target call that emits the first token), is left out; with a few dozen new tokens it would otherwise
     dominate the times. The layer draft (slow: every call runs gamma draft steps) generates ``layer_tokens``
     tokens and is compared with the time the same plain run took for its first ``layer_tokens`` tokens, read
-    from its per-step times.
+    from its per-step times. With ``eos_id`` every run (plain and speculative) ends after that token, as a chat
+    answer does; ``new_tokens`` is then a cap.
     """
     layer_tokens = new_tokens if layer_tokens is None else min(layer_tokens, new_tokens)
-    out = {"gammas": list(gammas), "new_tokens": new_tokens, "layer_tokens": layer_tokens,
+    out = {"gammas": list(gammas), "new_tokens": new_tokens, "layer_tokens": layer_tokens, "eos_id": eos_id,
            "load_before": load_average(), "prompts": {}}
     order = sorted(drafts, key=lambda d: d != "lookup")  # the free draft first, right before the plain run
     bar = progress_bar(total=len(prompts_) * len(gammas) * (1 + len(drafts)), desc="speculative sweep",
@@ -459,12 +446,12 @@ def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas
             for i, d in enumerate(order):
                 n = layer_tokens if d == "layers" else new_tokens
                 if i == 1:
-                    plain = _timed_plain(target, prompt, new_tokens)
+                    plain = _timed_plain(target, prompt, new_tokens, eos_id)
                     bar.update()
-                runs[d] = speculative_generate(target, drafts[d], prompt, n, g)
+                runs[d] = speculative_generate(target, drafts[d], prompt, n, g, eos_id=eos_id)
                 bar.update()
             if len(order) < 2:
-                plain = _timed_plain(target, prompt, new_tokens)
+                plain = _timed_plain(target, prompt, new_tokens, eos_id)
                 bar.update()
             tokens, wall, steps = plain
             if reference is None:
@@ -488,9 +475,9 @@ def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas
     return out
 
 
-def _timed_plain(target, prompt, new_tokens):
+def _timed_plain(target, prompt, new_tokens, eos_id=None):
     start = time.perf_counter()
-    plain = generate(target, list(prompt), new_tokens)
+    plain = generate(target, list(prompt), new_tokens, eos_id=eos_id)
     return plain.tokens, time.perf_counter() - start, list(plain.step_seconds)
 
 
@@ -500,10 +487,13 @@ def sweep_rows(sweep: dict) -> list[dict]:
     for name, block in sweep["prompts"].items():
         for d, results in block["rows"].items():
             for g, r in zip(sweep["gammas"], results):
-                keys = ("equal", "acceptance", "tokens_per_call", "speedup", "calls", "seconds", "draft_seconds",
-                        "target_seconds", "baseline_seconds")
-                rows.append({"prompt": name, "draft": d, "gamma": g, "new_tokens": len(r["tokens"]),
-                             **{k: r[k] for k in keys}})
+                keys = ("equal", "acceptance", "tokens_per_call", "speedup", "calls", "proposing_calls", "seconds",
+                        "draft_seconds", "target_seconds", "baseline_seconds")
+                row = {"prompt": name, "draft": d, "gamma": g, "new_tokens": len(r["tokens"]),
+                       **{k: r.get(k) for k in keys}}
+                if row["proposing_calls"] is None:
+                    row["proposing_calls"] = sum(1 for p in r["proposed"] if p > 0)
+                rows.append(row)
     return rows
 
 
@@ -530,9 +520,11 @@ def sweep_table(sweep: dict) -> object:
     """The sweep as one table: per prompt, draft and gamma, equality, acceptance, tokens per call, speed-up."""
     return table([{"prompt": r["prompt"], "draft": r["draft"], "gamma": r["gamma"], "new tokens": r["new_tokens"],
                    "same as plain": r["equal"], "acceptance": r["acceptance"], "tokens per call": r["tokens_per_call"],
-                   "target calls": r["calls"], "speed-up": r["speedup"]} for r in sweep_rows(sweep)],
-                 title=f"{sweep['new_tokens']} new tokens per run ({sweep['layer_tokens']} for the layer draft); load "
-                       f"average {sweep['load_before']:.1f} before, {sweep['load_after']:.1f} after")
+                   "verification calls": r["calls"] - 1, "... with a proposal": r.get("proposing_calls"),
+                   "speed-up": r["speedup"]} for r in sweep_rows(sweep)],
+                 title=f"At most {sweep['new_tokens']} new tokens per run ({sweep['layer_tokens']} for the layer draft)"
+                       f"{', up to the end of the answer' if sweep.get('eos_id') is not None else ''}; load average "
+                       f"{sweep['load_before']:.1f} before, {sweep['load_after']:.1f} after")
 
 
 def baseline_table(sweep: dict) -> object:
@@ -577,20 +569,24 @@ def show_chunks(tokenizer, tokens: Sequence[int], accepted: Sequence[int], limit
 
 
 def run_sampled(model: str, draft_layers: int, ngram: int, prompt_ids: dict, new_tokens: int, gamma: int,
-                temperature: float, seed: int = 0) -> dict:
-    """:func:`sampled_runs` with the model named ``model``, its two drafts and the prompts ``{name: token ids}``."""
-    _, _, target, drafts = load_models(model, draft_layers, ngram)
-    return sampled_runs(target, drafts, prompt_ids, new_tokens, gamma, temperature, seed)
+                temperature: float, seed: int = 0, stop_at_eos: bool = True) -> dict:
+    """:func:`sampled_runs` with the model named ``model``, its two drafts and the prompts ``{name: token ids}``,
+    ending at the end-of-sequence token when ``stop_at_eos``."""
+    _, tokenizer, target, drafts = load_models(model, draft_layers, ngram)
+    eos = tokenizer.eos_token_id if stop_at_eos else None
+    return sampled_runs(target, drafts, prompt_ids, new_tokens, gamma, temperature, seed, eos_id=eos)
 
 
 def sampled_runs(target, drafts: dict, prompts_: dict, new_tokens: int, gamma: int, temperature: float,
-                 seed: int = 0, pairs: Sequence[tuple[str, str]] = (("verse", "layers"), ("copy", "lookup"))) -> dict:
+                 seed: int = 0, pairs: Sequence[tuple[str, str]] = (("verse", "layers"), ("copy", "lookup")),
+                 eos_id: int | None = None) -> dict:
     """Speculative SAMPLING (temperature > 0) on the model for the (prompt, draft) ``pairs``: acceptance and tokens
     per call (the output is a sample of the target's distribution; there is nothing to compare token for token)."""
     out = {}
     for name, d in pairs:
         prompt, draft = prompts_[name], drafts[d]
-        r = speculative_generate(target, draft, prompt, new_tokens, gamma, temperature=temperature, seed=seed)
+        r = speculative_generate(target, draft, prompt, new_tokens, gamma, temperature=temperature, seed=seed,
+                                 eos_id=eos_id)
         out[f"{name}/{d}"] = {"acceptance": r.acceptance_rate, "tokens_per_call": r.tokens_per_call,
                               "tokens": list(r.tokens), "accepted": list(r.accepted)}
     return out

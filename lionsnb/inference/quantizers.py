@@ -129,11 +129,6 @@ def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tenso
     return scale * (codes - zero)
 
 
-def round_to_grid(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Quantise then dequantise with given parameters (the rounding GPTQ applies to one column)."""
-    return dequantize_codes(quantize_codes(x, scale, zero, bits, symmetric), scale, zero)
-
-
 def _grouped(w: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, int]:
     """``w`` (out, in) viewed as (rows, groups, g) for the scheme's granularity, and the padded width.
 
