@@ -655,14 +655,14 @@ def draw_sequences(fig, *, study: dict) -> None:
 
 def draw_theory(fig, *, alphas: Sequence[float] = (0.3, 0.5, 0.7, 0.8, 0.9), gammas: Sequence[int] = range(0, 11),
                 cost_ratios: Sequence[float] = (0.0, 0.05, 0.2, 0.5), alpha_for_speedup: float = 0.8) -> None:
-    """Expected tokens per target call against gamma for a few alpha; expected speed-up for a few c."""
+    """Expected tokens per call against gamma for a few alpha; expected speed-up for a few c."""
     ax1, ax2 = fig.subplots(1, 2)
     gs = list(gammas)
     for a in alphas:
         ax1.plot(gs, [expected_tokens_per_call(a, g) for g in gs], marker=".", label=f"alpha = {a:g}")
     ax1.plot(gs, [g + 1 for g in gs], color="0.6", ls=":", label="gamma + 1 (alpha = 1)")
     ax1.legend(fontsize=8)
-    label(ax1, "draft length gamma", "expected tokens per target call", "(1 - a^(g+1)) / (1 - a)")
+    label(ax1, "draft length gamma", "expected tokens per call", "(1 - a^(g+1)) / (1 - a)")
     for c in cost_ratios:
         ax2.plot(gs, [expected_speedup(alpha_for_speedup, g, c) for g in gs], marker=".", label=f"c = {c:g}")
     ax2.axhline(1, color="black", lw=0.8)
@@ -835,7 +835,7 @@ def _tokens_cases():
 
 def check_exercise_tokens(attempt, ctx=None) -> ExerciseResult:
     """Exercise 2: expected tokens per call under i.i.d. acceptance."""
-    return check_exercise("expected tokens per target call", attempt, expected_tokens_per_call, _tokens_cases(),
+    return check_exercise("expected tokens per call", attempt, expected_tokens_per_call, _tokens_cases(),
                           hint="token i + 1 of the call is emitted iff the first i drafts were accepted "
                                "(probability a^i), for i = 0..gamma: sum a^i, a geometric series.", ctx=ctx)
 

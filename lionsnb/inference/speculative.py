@@ -15,9 +15,9 @@ probability p_i(x_i) and the residual is p_i with x_i removed. At temperature 0 
 the draft token equals the target's argmax, then emit the target's argmax; the output is the target's greedy
 output token for token.
 
-With an i.i.d. acceptance probability a per drafted token, a target call emits on average
-(1 - a^(gamma+1)) / (1 - a) tokens, and with a draft step costing c target steps the expected speed-up is
-(1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)) (Leviathan et al., Section 3) -- provided that
+With an i.i.d. acceptance probability a per drafted token, a verification call emits on average
+(1 - a^(gamma+1)) / (1 - a) tokens (the tokens per call), and with a draft step costing c target steps the
+expected speed-up is (1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)) (Leviathan et al., Section 3) -- provided that
 scoring gamma + 1 tokens costs the target as much as scoring one, which holds on memory-bound accelerators but
 not necessarily on a CPU (:func:`expected_speedup` takes a measured verification cost).
 
@@ -126,7 +126,8 @@ def greedy_accept(target_logits: torch.Tensor, draft_tokens: Sequence[int]) -> t
 
 
 def expected_tokens_per_call(alpha: float, gamma: int) -> float:
-    """(1 - a^(gamma+1)) / (1 - a): mean tokens a target call emits with i.i.d. acceptance a (gamma + 1 at a = 1)."""
+    """(1 - a^(gamma+1)) / (1 - a): the mean tokens per call (new tokens per verification call) with i.i.d.
+    acceptance a (gamma + 1 at a = 1)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha = {alpha}: an acceptance probability lies in [0, 1]")
     if gamma < 0:
