@@ -59,7 +59,7 @@ from lionsnb.lm import model_knob
 from lionsnb.params import Knob, MethodSpec
 from lionsnb.plotting import figure, label
 from lionsnb.progress import progress as progress_bar
-from lionsnb.runtime import load_average as _load
+from lionsnb.runtime import load_average
 from lionsnb.widgets import explore
 
 SPEC = MethodSpec(
@@ -129,11 +129,6 @@ def load_models(model: str = "smollm2", draft_layers: int = 8, ngram: int = 3):
 def prompts(tokenizer) -> dict[str, list[int]]:
     """The two prompts: ``verse`` (continue a Hamlet soliloquy) and ``copy`` (repeat a passage, chat format)."""
     return {"verse": verse_prompt(tokenizer), "copy": copy_prompt(tokenizer)}
-
-
-def load_average() -> float:
-    """The 1-minute load average (NaN where the OS does not say)."""
-    return _load().one
 
 
 def models_table(hf, target: LlamaRunner, drafts: dict, prompts_: dict, tokenizer) -> object:
@@ -360,7 +355,7 @@ def step_costs(hf_model, prompt: Sequence[int], ks: Sequence[int], verify_ts: Se
     one_step = verify[list(verify_ts).index(1)] if 1 in verify_ts else float("nan")
     return {"k": list(ks), "draft": draft, "cost_ratio": [d / one_step for d in draft],
             "verify_t": list(verify_ts), "verify": verify, "verify_ratio": [v / one_step for v in verify],
-            "target": one_step, "n_layers": target.n_layers, "load": load_average()}
+            "target": one_step, "n_layers": target.n_layers, "load": load_average().one}
 
 
 def interpolate_cost_ratio(costs: dict, k: int) -> float:
@@ -434,7 +429,7 @@ def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas
     """
     layer_tokens = new_tokens if layer_tokens is None else min(layer_tokens, new_tokens)
     out = {"gammas": list(gammas), "new_tokens": new_tokens, "layer_tokens": layer_tokens, "eos_id": eos_id,
-           "load_before": load_average(), "prompts": {}}
+           "load_before": load_average().one, "prompts": {}}
     order = sorted(drafts, key=lambda d: d != "lookup")  # the free draft first, right before the plain run
     bar = progress_bar(total=len(prompts_) * len(gammas) * (1 + len(drafts)), desc="speculative sweep",
                        unit="run", disable=not progress)
@@ -471,7 +466,7 @@ def decoding_sweep(target, drafts: dict, prompts_: dict, new_tokens: int, gammas
         out["prompts"][name] = {"reference": reference, "baseline_all": baselines, "rows": rows,
                                 "prompt_tokens": len(prompt), "prefill_steps": float(np.median(prefill))}
     bar.close()
-    out["load_after"] = load_average()
+    out["load_after"] = load_average().one
     return out
 
 
@@ -893,7 +888,7 @@ __all__ = [
     "expected_tokens_per_call", "expected_speedup", "generate", "ModelDraft", "PromptLookupDraft", "BigramLM",
     "SpeculativeResult",
     # the notebook's experiments
-    "load_models", "prompts", "load_average", "example_distributions", "one_step_study", "sequence_study",
+    "load_models", "prompts", "example_distributions", "one_step_study", "sequence_study",
     "eval_tokens", "measure_draft_quality", "draft_quality", "measure_step_costs", "step_costs",
     "interpolate_cost_ratio", "verify_ratio", "theory_by_depth", "run_sweep", "decoding_sweep", "sweep_rows",
     "best_row", "pooled_acceptance", "predicted_tokens_per_call", "predicted_speedup", "or_zero", "call_chunks",
