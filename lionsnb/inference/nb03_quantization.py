@@ -1,13 +1,13 @@
-"""Notebook 3 of the inference series: weight quantisation (int8 / int4, symmetric and zero-point, per tensor,
-per channel and group-wise) and GPTQ against round-to-nearest at 4 bits.
+"""Backs ``notebooks/inference/03_quantization.ipynb``: weight quantisation (int8 / int4, symmetric and zero-point,
+per tensor, per channel and group-wise) and GPTQ against round-to-nearest at 4 bits.
 
 After the KDD 2024 tutorial "Inference optimization of foundation models on AI accelerators" (Park et al.,
 arXiv 2407.09111, "model compression") and the primary papers: Jacob et al. 2018 (integer quantisation with
 scales and zero points), Dettmers et al. 2022 (LLM.int8(), outliers), Frantar et al. 2023 (GPTQ).
 
-The techniques live in :mod:`lionsnb.inference.quant`; this module holds the notebook's settings, experiments,
-figures and exercise checkers. What it runs, on SmolLM2-135M-Instruct (offline) unless ``MODEL`` names another
-Llama-style model:
+The quantisers live in the core module :mod:`lionsnb.inference.quantizers`; this module holds the notebook's
+settings, experiments, tables, figures and exercise checks. What it runs, on SmolLM2-135M-Instruct (offline)
+unless ``MODEL`` names another Llama-style model:
 
 * the quantisers on vectors with known answers and on synthetic weights (error <= s/2, the effect of
   granularity on rows of different scales and on outlier columns);
@@ -16,6 +16,9 @@ Llama-style model:
 * GPTQ at 4 bits, calibrated on a few hundred tokens of another play (``CALIB_PLAY``), against RTN with the same
   scheme: per-layer output error on held-out inputs and perplexity;
 * a precomputed sweep over bits (2, 3, 4, 8) x group size (32, 64, 128, per channel) for the explorer.
+
+The computations the notebook caches take the model's name and device and load it with
+:func:`lionsnb.inference.llama.load_model`; they quantise a copy, never the loaded model.
 """
 from __future__ import annotations
 
@@ -23,16 +26,17 @@ import copy
 import math
 from collections.abc import Sequence
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 import torch
 
 from lionsnb.context import setup_for
+from lionsnb.display import show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.inference.quant import (  # noqa: F401
+from lionsnb.inference.corpus import passage_ids
+from lionsnb.inference.llama import load_model
+from lionsnb.inference.quantizers import (
     GRANULARITIES,
     MODES,
-    ModelQuantization,
-    QuantizedTensor,
     Scheme,
     bits_per_weight,
     code_range,
@@ -45,26 +49,21 @@ from lionsnb.inference.quant import (  # noqa: F401
     model_memory,
     output_error,
     packed_bytes,
-    passage,
     perplexity,
     qparams,
     quantize,
-    quantize_codes,
     quantize_model,
     relative_error,
     restore_model,
     rtn_layers,
     scheme_for,
-    window_starts,
 )
-
-# (the notebook reaches the package's quantisers through this module: m.quantize, m.bits_per_weight, ...)
+from lionsnb.lm import model_knob
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.runtime import load_average  # noqa: F401  (re-exported for the notebook)
-from lionsnb.widgets import explore  # noqa: F401  (re-exported for the notebook)
-
-__all__ = ["SPEC", "setup", "figure", "label", "explore", "check_exercise", "np", "torch"]
+from lionsnb.plotting import figure, label
+from lionsnb.progress import progress as progress_bar
+from lionsnb.runtime import load_average
+from lionsnb.widgets import explore
 
 #: the explorer's grid: bits x group size (0 = one group per output channel)
 SWEEP_BITS = (2, 3, 4, 8)
@@ -73,7 +72,7 @@ SWEEP_GROUPS = (32, 64, 128, 0)
 GPTQ_BITS, GPTQ_GROUP = 4, 128
 
 SPEC = MethodSpec(
-    name="inference.quantization",
+    name="inference.nb03_quantization",
     title="Inference 3: quantisation (int8 / int4, granularity, GPTQ vs round-to-nearest)",
     profiles={
         # eval_tokens: the perplexity passage of EVAL_PLAY, scored with windows of `window` tokens moved by
@@ -93,8 +92,7 @@ SPEC = MethodSpec(
                      sweep_ppl_bits=(2, 3, 4, 8), sweep_layers=None),
     },
     knobs={
-        "model": Knob("smollm2", "smollm2 (the offline SmolLM2-135M-Instruct) or a hub id or local folder of a "
-                      "Llama-style causal LM", str),
+        "model": model_knob("the Llama-style model to quantise"),
         "eval_play": Knob("hamlet", "the play whose Act III is the perplexity passage (a name from "
                           "lionsnb.lm.shakespeare_plays)", str),
         "calib_play": Knob("macbeth", "the play GPTQ is calibrated on (must differ from eval_play)", str),
@@ -121,24 +119,34 @@ EVAL_START = "ACT III"    # the perplexity passage starts at Act III of EVAL_PLA
 HELDOUT_START = "ACT I"   # held-out layer inputs: the opening of EVAL_PLAY (never scored for perplexity)
 CALIB_START = "ACT I"     # calibration: the opening of CALIB_PLAY
 
+#: model answers of the exercises without code (for teachers; `lionsnb answers inference_quantization` prints them)
+MODEL_ANSWERS = {
+    4: "MODE = symmetric moves the int4 RTN rows of the sweep and of the GPTQ comparison: the symmetric grid has 15 "
+       "levels centred on 0 and wastes part of them on the empty side of a skewed group, so its int4 perplexity is "
+       "higher than the zero-point grid's (with groups of 128 about 63 against 49 on the 255-token smoke passage, "
+       "fp32 35); the int8 rows barely move (255 levels are plenty either way). ACT_ORDER = False changes only "
+       "the GPTQ numbers (RTN never looks at the inputs): the columns are then quantised left to right, each group's "
+       "scale chosen from the already-updated weights, as in the paper. On this model act-order helps: on the first "
+       "three decoder layers the held-out output error ratio GPTQ / RTN is about 0.67 with it and 0.79 without, for "
+       "either grid, because the inputs with the most energy are quantised first, while many columns are left to "
+       "absorb their error. Quantising the tied embedding and head too costs nothing visible at int8 per channel "
+       "(perplexity 35.14 against 35.16 on that passage) but a lot at int4 g128 (62 against 49): every logit goes "
+       "through the head, the largest matrix of the model.",
+}
+
 
 # ----------------------------------------------------------------------------- model and text
 
-def load_model(name: str = "smollm2", device="cpu"):
-    """(HF model, tokenizer) for ``name`` (smollm2 = the offline SmolLM2-135M-Instruct), float32, eval mode."""
-    from lionsnb.lm import load_causal_lm
-
-    return load_causal_lm(None if name == "smollm2" else name, device=device)
-
-
-def describe(model) -> str:
+def model_table(model) -> object:
+    """The model's shape and size, from its config and parameters."""
     c = model.config
-    tied = bool(getattr(c, "tie_word_embeddings", False))
     n = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    return (f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, MLP {c.intermediate_size}, "
-            f"{c.num_attention_heads} query / {c.num_key_value_heads} KV heads, vocab {c.vocab_size}, "
-            f"{'tied' if tied else 'separate'} embedding and LM head, {n / 1e6:.1f}M parameters, "
-            f"{next(model.parameters()).dtype}")
+    return table({"layers": c.num_hidden_layers, "hidden size": c.hidden_size, "MLP size": c.intermediate_size,
+                  "query / KV heads": f"{c.num_attention_heads} / {c.num_key_value_heads}",
+                  "vocabulary": c.vocab_size,
+                  "embedding and LM head": "tied" if getattr(c, "tie_word_embeddings", False) else "separate",
+                  "parameters (millions)": n / 1e6, "dtype": str(next(model.parameters()).dtype)},
+                 title="The model, from its config")
 
 
 def load_texts(tokenizer, sizes, eval_play: str, calib_play: str) -> dict:
@@ -156,9 +164,9 @@ def load_texts(tokenizer, sizes, eval_play: str, calib_play: str) -> dict:
     evaluation = shakespeare(eval_play)
     if sizes.calib_tokens % sizes.calib_seq:
         raise ValueError(f"calib_tokens ({sizes.calib_tokens}) must be a multiple of calib_seq ({sizes.calib_seq})")
-    eval_ids = passage(tokenizer, evaluation, sizes.eval_tokens, EVAL_START)
-    heldout = passage(tokenizer, evaluation, sizes.heldout_tokens, HELDOUT_START)
-    calib = passage(tokenizer, shakespeare(calib_play), sizes.calib_tokens, CALIB_START)
+    eval_ids = passage_ids(tokenizer, sizes.eval_tokens, eval_play, EVAL_START)
+    heldout = passage_ids(tokenizer, sizes.heldout_tokens, eval_play, HELDOUT_START)
+    calib = passage_ids(tokenizer, sizes.calib_tokens, calib_play, CALIB_START)
     # the held-out opening must end before the perplexity passage starts
     act3 = evaluation.find(EVAL_START)
     opening_chars = len(tokenizer.decode(heldout))
@@ -167,6 +175,29 @@ def load_texts(tokenizer, sizes, eval_play: str, calib_play: str) -> dict:
     return {"eval": eval_ids, "heldout": torch.tensor([heldout]),
             "calib": torch.tensor(calib).view(-1, sizes.calib_seq), "eval_text": tokenizer.decode(eval_ids),
             "eval_play": eval_play, "calib_play": calib_play}
+
+
+def texts_table(texts: dict, sizes) -> object:
+    """Where the perplexity passage, the calibration batch and the held-out inputs come from."""
+    calib = texts["calib"]
+    return table([{"use": "perplexity", "play": texts["eval_play"], "where": "Act III", "tokens": len(texts["eval"]),
+                   "how": f"windows of {sizes.window}, stride {sizes.stride}"},
+                  {"use": "GPTQ calibration", "play": texts["calib_play"], "where": "the opening",
+                   "tokens": calib.numel(), "how": f"{calib.shape[0]} x {calib.shape[1]} tokens"},
+                  {"use": "held-out layer inputs", "play": texts["eval_play"], "where": "the opening (before Act III)",
+                   "tokens": texts["heldout"].numel(), "how": "one sequence"}],
+                 title="The text")
+
+
+def inventory_table(inv: dict) -> object:
+    """The linear layers by projection, the embedding and the rest."""
+    rows = [{"part": kind, "count": r["count"], "shape (out, in)": list(r["shape"]),
+             "parameters (millions)": r["params"] / 1e6} for kind, r in inv["kinds"].items()]
+    rows.append({"part": "embedding" + (" (tied to the LM head)" if inv["tied"] else ""), "count": 1,
+                 "parameters (millions)": inv["embedding_params"] / 1e6})
+    rows.append({"part": "norms", "parameters (millions)": inv["other_params"] / 1e6})
+    return table(rows, title=f"{inv['linear_params'] / 1e6:.1f}M of {inv['total_params'] / 1e6:.1f}M parameters sit "
+                             "in linear layers")
 
 
 def weight_inventory(model) -> dict:
@@ -218,6 +249,21 @@ def scheme_table(x: torch.Tensor, schemes: Sequence[Scheme]) -> list[dict]:
     return rows
 
 
+def scheme_rows_table(rows: Sequence[dict]) -> object:
+    """:func:`scheme_table` as a table."""
+    return table([{"scheme": r["scheme"], "scale s": r["scale"], "zero z": r["zero"],
+                   "codes": [int(c) for c in r["codes"]], "dequantised": [round(v, 3) for v in r["dequantized"]],
+                   "max |x_hat - x|": r["max_error"], "s / 2": r["half_step"],
+                   "within s / 2": r["max_error"] <= r["half_step"] + 1e-7} for r in rows],
+                 title="One scale for the whole vector, 3 bits")
+
+
+def bits_table(schemes: Sequence[Scheme], widths: Sequence[int] = (576, 1536)) -> object:
+    """Bits per weight of a few schemes for rows of the model's widths (scale overhead included)."""
+    return table([{"scheme": s.label, **{f"rows of {w}": bits_per_weight(s, w) for w in widths}} for s in schemes],
+                 title="Stored bits per weight (float32: 32)")
+
+
 def error_bound_check(seed: int = 0, bits: Sequence[int] = (2, 3, 4, 8)) -> list[dict]:
     """For every mode x granularity x bits on random weights whose rows have different scales (plus a few
     outliers): the largest |x_hat - x| / (s / 2) over elements (it must be <= 1) and the code range used."""
@@ -237,6 +283,19 @@ def error_bound_check(seed: int = 0, bits: Sequence[int] = (2, 3, 4, 8)) -> list
                              "codes_in_range": bool(q.codes.min() >= lo and q.codes.max() <= hi),
                              "rel_error": relative_error(q.dequantize(), w)})
     return rows
+
+
+def bound_table(rows: Sequence[dict]) -> object:
+    """:func:`error_bound_check` as a table."""
+    return table([{"scheme": r["scheme"], "worst |error| / (s / 2)": r["worst_error_over_half_step"],
+                   "codes in range": r["codes_in_range"], "relative error": r["rel_error"]} for r in rows],
+                 title="Every scheme on a weight with rows of different scales and a few x25 outliers")
+
+
+def granularity_table(demo: dict) -> object:
+    """Relative weight errors of :func:`granularity_demo`."""
+    return table({"rows of different scales": demo["rows"], "outlier columns": demo["outliers"]},
+                 index="weight", title="Relative weight error, 4 bits, symmetric")
 
 
 def granularity_demo(seed: int = 0, out: int = 256, inp: int = 512) -> dict:
@@ -274,6 +333,17 @@ def gptq_toy(seed: int = 0, out: int = 64, inp: int = 128, n: int = 1024, scheme
 
 # ----------------------------------------------------------------------------- experiments on the model
 
+def gptq_toy_table(toy: dict) -> object:
+    """GPTQ against RTN on the synthetic layer, and with an identity Hessian."""
+    return table([{"quantiser": "RTN", "relative output error": toy["rtn_output_error"],
+                   "relative weight error": toy["rtn_weight_error"]},
+                  {"quantiser": "GPTQ", "relative output error": toy["gptq_output_error"],
+                   "relative weight error": toy["gptq_weight_error"]}],
+                 title=f"{toy['scheme']}: GPTQ / RTN output error "
+                       f"{toy['gptq_output_error'] / toy['rtn_output_error']:.2f}; identity Hessian: "
+                       f"max |GPTQ - RTN| = {toy['identity_max_diff']:.1e}")
+
+
 def working_copy(model):
     """A deep copy whose weights the experiments overwrite (the float32 model itself is never touched)."""
     return copy.deepcopy(model)
@@ -283,17 +353,22 @@ def eval_ppl(model, ids, sizes, progress: bool = False) -> dict:
     return perplexity(model, ids, window=sizes.window, stride=sizes.stride, progress=progress)
 
 
-def rtn_table(model, work, eval_ids, sizes, schemes: Sequence[Scheme] = RTN_SCHEMES) -> dict:
-    """fp32 and every RTN scheme: weight error, bits per weight, memory and perplexity (plain dict, cacheable)."""
-    from tqdm.auto import tqdm
+def rtn_table(model: str, eval_ids: Sequence[int], sizes, device: str = "cpu") -> dict:
+    """:func:`rtn_schemes` of :data:`RTN_SCHEMES` on a copy of the model named ``model``."""
+    hf_model = load_model(model, device)[0]
+    return rtn_schemes(hf_model, working_copy(hf_model), eval_ids, sizes)
 
+
+def rtn_schemes(model, work, eval_ids, sizes, schemes: Sequence[Scheme] = RTN_SCHEMES) -> dict:
+    """fp32 and every RTN scheme: weight error, bits per weight, memory and perplexity (plain dict, cacheable);
+    ``work`` is a copy of ``model`` that ends restored."""
     base = eval_ppl(model, eval_ids, sizes)
     mem = model_memory(model, None)
     rows = [{"scheme": "fp32", "bits": 32, "weight_error": 0.0, "memory_ratio": 1.0,
              "model_mb": mem["fp32_bytes"] / 2 ** 20, "model_memory_ratio": 1.0, "ppl": base["ppl"],
              "bits_per_weight": 32.0}]
     layer_errors = {}
-    for s in tqdm(schemes, desc="RTN schemes"):
+    for s in progress_bar(schemes, desc="RTN schemes", unit="scheme"):
         _, rep = quantize_model(model, s, out=work)
         ppl = eval_ppl(work, eval_ids, sizes)
         bpw = 8 * rep.quantized_bytes / rep.quantized_params
@@ -306,6 +381,14 @@ def rtn_table(model, work, eval_ids, sizes, schemes: Sequence[Scheme] = RTN_SCHE
     return {"rows": rows, "tokens": base["tokens"], "windows": base["windows"],
             "forward_tokens": base["forward_tokens"], "layer_names": names, "layer_errors": layer_errors,
             "fp32_bytes": mem["fp32_bytes"]}
+
+
+def gptq_run(model: str, texts: dict, sizes, mode: str = "zeropoint", act_order: bool = True,
+             rtn: dict | None = None, device: str = "cpu") -> dict:
+    """:func:`gptq_experiment` on a copy of the model named ``model`` (``rtn``: the result of :func:`rtn_table`,
+    whose perplexities are reused when every layer is quantised)."""
+    hf_model = load_model(model, device)[0]
+    return gptq_experiment(hf_model, working_copy(hf_model), texts, sizes, mode, act_order, rtn)
 
 
 def gptq_experiment(model, work, texts: dict, sizes, mode: str = "zeropoint", act_order: bool = True,
@@ -342,11 +425,32 @@ def layer_error_ratio(gptq: dict, stream: str = "heldout") -> float:
     return float(np.exp(np.log(r).mean()))
 
 
-def show_source(obj) -> None:
-    """Print the source of a package function (the notebook shows the quantisers this way)."""
-    import inspect
+def rtn_rows_table(rtn: dict) -> object:
+    """fp32 and every RTN scheme: bits, memory, weight error and perplexity."""
+    fp32 = rtn["rows"][0]["ppl"]
+    return table([{"scheme": r["scheme"], "bits per weight": r["bits_per_weight"],
+                   "linears / float32": r["memory_ratio"], "model MB": r["model_mb"], "weight error": r["weight_error"],
+                   "perplexity": r["ppl"], "vs fp32": f"{100 * (r['ppl'] / fp32 - 1):+.1f} %"} for r in rtn["rows"]],
+                 title=f"Perplexity on {rtn['tokens']} scored tokens ({rtn['windows']} windows, "
+                       f"{rtn['forward_tokens']} tokens through the model)")
 
-    print(inspect.getsource(obj))
+
+def gptq_table(gptq: dict, ppl_fp32: float, n_layers_total: int) -> object:
+    """GPTQ against RTN at 4 bits: layer output errors, weight errors, perplexities."""
+    scope = "all" if gptq["all_layers"] else f"the first {gptq['n_layers']} of {n_layers_total}"
+    better = float(np.mean(np.asarray(gptq["gptq_heldout"]) < np.asarray(gptq["rtn_heldout"])))
+    return table({"decoder layers quantised": scope, "act-order": gptq["act_order"],
+                  "calibration tokens": gptq["calib_tokens"], "GPTQ seconds": gptq["seconds"],
+                  f"output error GPTQ / RTN over {len(gptq['names'])} linears, calibration inputs":
+                      layer_error_ratio(gptq, "calib"),
+                  "... held-out inputs": layer_error_ratio(gptq, "heldout"),
+                  "linears where GPTQ wins (held-out)": better,
+                  "mean relative weight error, RTN": float(np.mean(gptq["rtn_weight"])),
+                  "... GPTQ": float(np.mean(gptq["gptq_weight"])),
+                  "perplexity, fp32": ppl_fp32, "perplexity, RTN": gptq["ppl_rtn"],
+                  "perplexity, GPTQ": gptq["ppl_gptq"],
+                  "load average": load_average().one},
+                 title=f"{gptq['scheme']}: GPTQ against round-to-nearest ({gptq['tokens']} scored tokens)")
 
 
 def sample_row(model) -> torch.Tensor:
@@ -357,14 +461,18 @@ def sample_row(model) -> torch.Tensor:
     return w[int(w.abs().amax(1).argmax()), :256].detach().cpu().clone()
 
 
+def sweep_run(model: str, mode: str, sizes, ppl_ids: Sequence[int] | None = None, device: str = "cpu") -> dict:
+    """:func:`sweep` over the explorer's grid on a copy of the model named ``model``."""
+    hf_model = load_model(model, device)[0]
+    return sweep(hf_model, working_copy(hf_model), mode, sizes, ppl_ids)
+
+
 def sweep(model, work, mode: str, sizes, ppl_ids: Sequence[int] | None = None,
           bits: Sequence[int] = SWEEP_BITS, groups: Sequence[int] = SWEEP_GROUPS) -> dict:
     """Weight error, memory ratio and bits per weight at every (bits, group) point; perplexity (one window of
     ``ppl_ids``) at the points whose bit width is in ``sizes.sweep_ppl_bits`` (NaN elsewhere; their weight error
     covers every quantised linear); the weight error of the other points over the linears of the first
     ``sizes.sweep_layers`` decoder layers (None: all); the dequantised close-up row at every point."""
-    from tqdm.auto import tqdm
-
     shape = (len(bits), len(groups))
     out = {"bits": list(bits), "groups": list(groups), "weight_error": np.zeros(shape),
            "memory_ratio": np.zeros(shape), "ppl": np.full(shape, np.nan), "mode": mode}
@@ -376,7 +484,7 @@ def sweep(model, work, mode: str, sizes, ppl_ids: Sequence[int] | None = None,
               if sizes.sweep_layers is None or not n.startswith("model.layers.")
               or int(n.split(".")[2]) < sizes.sweep_layers}
     window = len(ppl_ids) if ppl_ids is not None else 0
-    for i, j in tqdm(points, desc="bits x group sweep"):
+    for i, j in progress_bar(points, desc="bits x group sweep", unit="point"):
         s = scheme_for(bits[i], groups[j], mode)
         want_ppl = ppl_ids is not None and bits[i] in sizes.sweep_ppl_bits
         if want_ppl:
@@ -456,9 +564,9 @@ def draw_gptq_toy(fig, toy: dict) -> None:
     ax.legend()
 
 
-def draw_rtn(fig, table: dict) -> None:
+def draw_rtn(fig, rtn: dict) -> None:
     """Perplexity against model memory for every RTN scheme, and the weight error of each scheme."""
-    rows = table["rows"]
+    rows = rtn["rows"]
     ax1, ax2 = fig.subplots(1, 2)
     for i, r in enumerate(rows):
         marker = "*" if r["scheme"] == "fp32" else ("o" if r["bits"] == 8 else "s")
@@ -466,7 +574,7 @@ def draw_rtn(fig, table: dict) -> None:
                     label=r["scheme"])
     ax1.axhline(rows[0]["ppl"], color="0.6", ls="--", lw=1)
     label(ax1, "model memory, MB (quantised linears packed, rest float32)", "perplexity",
-          f"{table['tokens']} scored tokens")
+          f"{rtn['tokens']} scored tokens")
     ax1.legend(fontsize=7, ncol=2)
     q = rows[1:]
     ax2.barh(range(len(q)), [r["weight_error"] for r in q], color=[f"C{i + 1}" for i in range(len(q))])
@@ -476,13 +584,13 @@ def draw_rtn(fig, table: dict) -> None:
     label(ax2, "relative weight error ||W_hat - W|| / ||W|| (all quantised linears)", "scheme")
 
 
-def draw_layer_errors(fig, table: dict, keys: Sequence[str]) -> None:
+def draw_layer_errors(fig, rtn: dict, keys: Sequence[str]) -> None:
     """Relative weight error of every linear layer, by depth, for a few schemes."""
-    names = table["layer_names"]
+    names = rtn["layer_names"]
     kinds = sorted({n.split(".")[-1] for n in names})
     axes = fig.subplots(1, len(keys), sharey=False, squeeze=False)[0]
     for ax, key in zip(axes, keys):
-        err = table["layer_errors"][key]
+        err = rtn["layer_errors"][key]
         for k, kind in enumerate(kinds):
             idx = [i for i, n in enumerate(names) if n.endswith(kind)]
             depth = [int(names[i].split(".")[2]) for i in idx]
@@ -524,7 +632,7 @@ def _arr(x) -> np.ndarray:
     return np.asarray(x.tolist() if hasattr(x, "tolist") else x, dtype=float)
 
 
-def draw_sweep(fig, sw: dict, bits: int, group: int) -> None:
+def draw_sweep(fig, *, sw: dict, bits: int, group: int) -> None:
     """The explorer: weight error and perplexity over bits x group, and a close-up of one quantised row."""
     i, j = list(sw["bits"]).index(bits), list(sw["groups"]).index(group)
     sw = dict(sw, weight_error=_arr(sw["weight_error"]), ppl=_arr(sw["ppl"]), memory_ratio=_arr(sw["memory_ratio"]))
@@ -585,6 +693,7 @@ def _vectors():
 
 
 def check_exercise_symmetric(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: per-tensor symmetric quantise-dequantise."""
     return check_exercise("symmetric quantise-dequantise", attempt, symmetric_reference, _vectors(),
                           hint="s = max|x| / (2^(b-1) - 1); q = clamp(round(x / s), -(2^(b-1) - 1), 2^(b-1) - 1); "
                                "return s * q (and zeros when x is all zero).", ctx=ctx)
@@ -598,6 +707,7 @@ def zeropoint_reference(x: torch.Tensor, bits: int) -> tuple[float, float]:
 
 
 def check_exercise_zeropoint(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: the scale and zero point of the per-tensor zero-point scheme."""
     cases = [c for c in _vectors() if c[0].abs().max() > 0] + [(torch.tensor([0.2, 0.9, 0.5]), 4),
                                                                 (torch.tensor([-2.0, -0.5]), 2)]
     return check_exercise("zero-point scale and zero", attempt, zeropoint_reference, cases,
@@ -611,6 +721,7 @@ def bits_reference(bits: int, group_size: int, zero_point: bool) -> float:
 
 
 def check_exercise_bits(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 3: storage bits per weight of a group-wise scheme."""
     cases = [(4, 128, False), (4, 128, True), (8, 576, False), (3, 32, True), (2, 64, False), (4, 32, True)]
     return check_exercise("bits per weight", attempt, bits_reference, cases,
                           hint="every group of g weights stores one fp16 scale (16 bits) and, with a zero point, "
@@ -619,9 +730,9 @@ def check_exercise_bits(attempt, ctx=None) -> ExerciseResult:
 
 # ----------------------------------------------------------------------------- summary
 
-def quantization_summary(table: dict, gptq: dict, sw: dict, bound_rows: Sequence[dict]) -> dict:
+def quantization_summary(rtn: dict, gptq: dict, sw: dict, bound_rows: Sequence[dict]) -> dict:
     """The notebook's headline numbers from its results (a flat dict of finite numbers and booleans)."""
-    by = {r.get("key", r["scheme"]): r for r in table["rows"]}
+    by = {r.get("key", r["scheme"]): r for r in rtn["rows"]}
     fp32 = by["fp32"]["ppl"]
     g128 = by[Scheme(4, gptq_mode(gptq), "group", 128).key]
     gi, gj = list(sw["bits"]).index(4), list(sw["groups"]).index(128)
@@ -648,10 +759,30 @@ def quantization_summary(table: dict, gptq: dict, sw: dict, bound_rows: Sequence
         "gptq_quantized_layers": int(gptq["n_layers"]),
         "sweep_error_int2_over_int8": float(err[0, gj] / err[-1, gj]),
         "sweep_g32_over_per_channel_int4": float(err[gi, 0] / err[gi, -1]),
-        "eval_tokens": int(table["tokens"]),
+        "eval_tokens": int(rtn["tokens"]),
     }
     return out
 
 
 def gptq_mode(gptq: dict) -> str:
     return "symmetric" if " sym " in gptq["scheme"] else "zeropoint"
+
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "SWEEP_BITS", "SWEEP_GROUPS", "RTN_SCHEMES", "GPTQ_BITS", "GPTQ_GROUP",
+    # the package's quantisers the notebook shows and runs
+    "Scheme", "quantize", "fake_quantize", "quantize_model", "gptq_quantize", "gptq_model", "bits_per_weight",
+    "perplexity", "load_model",
+    # the notebook's experiments
+    "load_texts", "weight_inventory", "distinct_per_block", "scheme_table", "error_bound_check", "granularity_demo",
+    "gptq_toy", "working_copy", "rtn_table", "rtn_schemes", "gptq_run", "gptq_experiment", "layer_error_ratio",
+    "sample_row", "sweep_run", "sweep", "quantization_summary", "symmetric_reference", "zeropoint_reference",
+    "bits_reference",
+    # tables and figures
+    "show_source", "table", "figure", "explore", "model_table", "texts_table", "inventory_table",
+    "scheme_rows_table", "bits_table", "bound_table", "granularity_table", "gptq_toy_table", "rtn_rows_table",
+    "gptq_table", "draw_scheme_example", "draw_granularity", "draw_gptq_toy", "draw_rtn", "draw_layer_errors",
+    "draw_gptq", "draw_sweep",
+    # exercises
+    "check_exercise_symmetric", "check_exercise_zeropoint", "check_exercise_bits",
+]

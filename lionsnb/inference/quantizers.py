@@ -1,6 +1,7 @@
-"""Weight quantisation from scratch: round-to-nearest (RTN) schemes and GPTQ, applied to a causal LM.
+"""Weight quantisers from scratch: round-to-nearest (RTN) schemes and GPTQ, applied to a causal LM.
 
-Schemes (``b`` bits; method note Sec. 3, the textbook forms):
+Schemes (``b`` bits; the forms of Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference", with the zero point on the integer grid):
 
 * **symmetric (absmax)**: ``s = max|x| / (2^(b-1) - 1)``, ``q = clamp(round(x / s), -(2^(b-1)-1), 2^(b-1)-1)``,
   ``x_hat = s q``. The grid is symmetric around 0 (the code -2^(b-1) is left unused, so 4 bits give 15 levels).
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from lionsnb.progress import progress as progress_bar
 
 MODES = ("symmetric", "zeropoint")
 GRANULARITIES = ("tensor", "channel", "group")
@@ -124,11 +127,6 @@ def quantize_codes(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bit
 def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
     """``s (q - z)``."""
     return scale * (codes - zero)
-
-
-def round_to_grid(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Quantise then dequantise with given parameters (the rounding GPTQ applies to one column)."""
-    return dequantize_codes(quantize_codes(x, scale, zero, bits, symmetric), scale, zero)
 
 
 def _grouped(w: torch.Tensor, scheme: Scheme) -> tuple[torch.Tensor, int]:
@@ -294,8 +292,6 @@ def quantize_model(model: torch.nn.Module, scheme: Scheme, *, out: torch.nn.Modu
     relative Frobenius errors of the weights. The tied embedding / LM head stays float32 unless
     ``quantize_head`` (then the input embedding, being the same tensor, is quantised as well).
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     if out is None:
         out = copy.deepcopy(model)
@@ -307,7 +303,7 @@ def quantize_model(model: torch.nn.Module, scheme: Scheme, *, out: torch.nn.Modu
         raise ValueError("out does not have the same linear layers as model: pass a copy of the same model")
     _restore_head(model, out)
     errors, num, den = {}, 0.0, 0.0
-    for name in tqdm(src, desc=f"RTN {scheme.label}", disable=not progress, leave=False):
+    for name in progress_bar(src, desc=f"RTN {scheme.label}", unit="layer", disable=not progress):
         w = src[name].weight
         w_hat = fake_quantize(w, scheme)
         dst[name].weight.copy_(w_hat)
@@ -363,8 +359,6 @@ def perplexity(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor, window
     Returns ``{"ppl", "nll" (mean), "tokens" (scored), "windows", "forward_tokens"}``. Logits are computed only
     at the scored positions (the LM head is the largest single matrix of a small model).
     """
-    from tqdm.auto import tqdm
-
     ids = torch.as_tensor(ids, dtype=torch.long).flatten()
     n = ids.numel()
     starts = window_starts(n, window, stride)
@@ -378,7 +372,7 @@ def perplexity(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor, window
         first = max(scored_upto, s + 1)  # first target position scored by this window
         jobs.append((s, first - s))
         scored_upto = s + length
-    for i in tqdm(range(0, len(jobs), batch_size), desc="perplexity", disable=not progress, leave=False):
+    for i in progress_bar(range(0, len(jobs), batch_size), desc="perplexity", unit="batch", disable=not progress):
         chunk = jobs[i:i + batch_size]
         x = torch.stack([ids[s:s + length] for s, _ in chunk]).to(device)
         hidden = body(input_ids=x, use_cache=False).last_hidden_state
@@ -391,15 +385,6 @@ def perplexity(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor, window
     nll = total / count
     return {"ppl": math.exp(nll), "nll": nll, "tokens": count, "windows": len(starts),
             "forward_tokens": len(starts) * length}
-
-
-def passage(tokenizer, text: str, n_tokens: int, start: str | None = None) -> list[int]:
-    """``n_tokens`` token ids of ``text`` from the first occurrence of ``start`` (or from the beginning)."""
-    at = text.find(start) if start else 0
-    ids = tokenizer(text[max(at, 0):], add_special_tokens=False)["input_ids"]
-    if len(ids) < n_tokens:
-        raise ValueError(f"the text has only {len(ids)} tokens after {start!r}; ask for at most that many")
-    return list(ids[:n_tokens])
 
 
 # ----------------------------------------------------------------------------- GPTQ
@@ -573,8 +558,6 @@ def gptq_model(model: torch.nn.Module, calib_ids: torch.Tensor, scheme: Scheme, 
     decoder layers (the rest stay float32). The optional ``heldout_ids`` go through the same pipeline and give
     each layer's output error on inputs GPTQ never saw; RTN is measured on exactly the same inputs.
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     layers = model.get_decoder().layers
     n_layers = len(layers) if n_layers is None else n_layers
@@ -588,7 +571,7 @@ def gptq_model(model: torch.nn.Module, calib_ids: torch.Tensor, scheme: Scheme, 
     streams = {"calib": decoder_inputs(model, calib_ids.to(device))}
     if heldout_ids is not None:
         streams["heldout"] = decoder_inputs(model, heldout_ids.to(device))
-    for index in tqdm(range(n_layers), desc=f"GPTQ {scheme.label}", disable=not progress):
+    for index in progress_bar(range(n_layers), desc=f"GPTQ {scheme.label}", unit="layer", disable=not progress):
         layer = layers[index]
         linears = {name: mod for name, mod in layer.named_modules() if isinstance(mod, torch.nn.Linear)}
         stats: dict[str, dict[str, torch.Tensor]] = {s: {} for s in streams}  # X^T X per stream and linear

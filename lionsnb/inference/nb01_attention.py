@@ -1,10 +1,10 @@
-"""Notebook 1 of the inference series: fast and memory-efficient attention.
+"""Backs ``notebooks/inference/01_attention.ipynb``: fast and memory-efficient attention.
 
-The technique lives in :mod:`lionsnb.inference.attention` (:func:`flash_attention`, the tiled online-softmax
-forward pass). This module holds what the notebook needs around it: the correctness sweep against PyTorch's
-``scaled_dot_product_attention`` (SDPA) over random shapes, the ``is_causal`` alignment pitfall, the peak-memory
-and block-size sweeps, the IO (HBM access) counts of FlashAttention's Theorem 2, the GPU timing cell, the check on
-SmolLM2-135M-Instruct, the figures and the exercise checkers.
+The technique lives in the core module :mod:`lionsnb.inference.attention` (:func:`flash_attention`, the tiled
+online-softmax forward pass). This module holds what the notebook needs around it: the correctness sweep against
+PyTorch's ``scaled_dot_product_attention`` (SDPA) over random shapes, the ``is_causal`` alignment pitfall, the
+peak-memory and block-size sweeps, the IO (HBM access) counts of FlashAttention's Theorem 2, the GPU timing cell,
+the check on SmolLM2-135M-Instruct, the tables, figures and exercise checks.
 
 Sources: Dao, Fu, Ermon, Rudra, Re, "FlashAttention: Fast and Memory-Efficient Exact Attention with
 IO-Awareness", NeurIPS 2022 (arXiv 2205.14135), Algorithms 0 and 1, Theorem 2; Dao, "FlashAttention-2",
@@ -13,18 +13,17 @@ KDD 2024 tutorial "Inference optimization of foundation models on AI accelerator
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 
-import numpy as np  # the notebook reaches NumPy as m.np (one import per notebook)
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lionsnb.context import setup_for
+from lionsnb.display import show, show_source, table
 from lionsnb.exercises import ExerciseResult, check_exercise
-from lionsnb.inference.attention import (  # noqa: F401
-    FULL,
+from lionsnb.inference.attention import (
     MASKED,
     SKIPPED,
     attention_memory_benchmark,
@@ -33,23 +32,26 @@ from lionsnb.inference.attention import (  # noqa: F401
     hbm_accesses_flash,
     hbm_accesses_standard,
     online_softmax,
-    online_softmax_step,
     online_update,
     peak_memory,
     reference_attention,
     tile_schedule,
     time_call,
 )
-from lionsnb.inference.llama import LlamaRunner, causal_mask, naive_attention, sdpa_attention  # noqa: F401
+from lionsnb.inference.corpus import passage_ids
+from lionsnb.inference.llama import LlamaRunner, causal_mask, load_model, naive_attention, sdpa_attention
+from lionsnb.lm import model_knob
 from lionsnb.params import Knob, MethodSpec
-from lionsnb.plotting import figure, label  # noqa: F401  (re-exported for the notebook)
-from lionsnb.widgets import explore, is_headless  # noqa: F401  (re-exported for the notebook)
+from lionsnb.plotting import figure, label
+from lionsnb.progress import progress as progress_bar
+from lionsnb.runtime import load_average
+from lionsnb.widgets import explore
 
 #: block sizes of the block-size sweep (and the values the BLOCK_SIZE knob may take)
 BLOCKS = (16, 32, 64, 128, 256)
 
 SPEC = MethodSpec(
-    name="inference.fast_attention",
+    name="inference.nb01_attention",
     title="Inference 1: fast and memory-efficient attention",
     profiles={
         # n_shapes: random shapes of the correctness sweep (after 8 fixed edge cases), lengths up to max_len;
@@ -68,26 +70,36 @@ SPEC = MethodSpec(
                            int, choices=BLOCKS),
         "sram_kib": Knob(192, "on-chip SRAM per streaming multiprocessor in KiB for the HBM-access counts "
                          "(A100 about 192, H100 about 228)", int, low=16, high=4096),
-        "model": Knob("smollm2", "smollm2 (offline SmolLM2-135M-Instruct) or a hub id / local folder of a "
-                      "Llama-style causal LM", str),
+        "model": model_knob("the Llama-style model the tiled kernel runs inside"),
     },
 )
 setup = setup_for(SPEC)
 
+#: the passage the real model reads (Hamlet, Act III, Scene I)
+PASSAGE_START = "To be, or not to be"
 
-def load_average() -> str:
-    """The 1-minute load average of this machine (to read timings against), or "n/a"."""
-    try:
-        import os
+#: model answers of the exercises without code (for teachers; `lionsnb answers inference_attention` prints them)
+MODEL_ANSWERS = {
+    4: "With BLOCK_SIZE = 16 the tiled kernel's workspace beyond the output (the last column of the memory table) "
+       "shrinks about five-fold, from about 130 KiB to about 26 KiB: it holds a few (block x block) score tiles and "
+       "(block x d) query and output tiles. The output itself (N d floats) does not change, so at the largest N, "
+       "where the output dominates the peak, the naive / tiled ratio rises only a little (about 115 to about 125 "
+       "at N = 4096), while at N = 512, where the workspace is a large share of the peak, it rises from about 8 "
+       "to about 14. The rerun is much slower: 16 times more tiles, each a dozen Python-issued torch calls. With "
+       "SRAM_KIB = 228 the key tiles of FA1 grow from B_c = ceil(M / 4d) = 384 to 456 (d = 64, M = 228 x 512 "
+       "fp16 elements), the outer loop makes 9 instead of 11 passes over Q and O at N = 4096, and standard / flash "
+       "rises from 7.1 to 8.5 there: the saving grows with M, towards M / (3 d^2) at large N.",
+}
 
-        return f"{os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):
-        return "n/a"
 
-
-def show_source(fn) -> None:
-    """Print the source code of a package function (the notebook shows the implementation, not a copy)."""
-    print(inspect.getsource(fn))
+def sizes_table(sizes) -> object:
+    """What this profile runs, as one table."""
+    return table({"correctness: random shapes (after 8 edge cases)": sizes.n_shapes,
+                  "correctness: longest sequence": sizes.max_len,
+                  "memory sweep: sequence lengths N": list(sizes.memory_ns),
+                  "block-size sweep: N (causal)": sizes.sweep_n,
+                  "real model: passage tokens": sizes.model_tokens},
+                 title="What this profile runs")
 
 
 # ----------------------------------------------------------------------------- correctness over shapes
@@ -140,9 +152,16 @@ def check_shape(shape: dict, seed: int = 0) -> dict:
 
 def correctness_sweep(shapes: Sequence[dict], seed: int = 0, progress: bool = True) -> list[dict]:
     """:func:`check_shape` on every shape (seeded per shape)."""
-    from tqdm.auto import tqdm
+    return [check_shape(s, seed + i) for i, s in enumerate(progress_bar(shapes, desc="shapes", unit="shape",
+                                                                         disable=not progress))]
 
-    return [check_shape(s, seed + i) for i, s in enumerate(tqdm(shapes, desc="shapes", disable=not progress))]
+
+def correctness_table(checks: Sequence[dict], first: int = 8) -> object:
+    """The first ``first`` checked shapes (the edge cases) with their errors."""
+    return table([{"shape": r["name"], "B": r["batch"], "H": r["heads"], "G": r["kv_heads"], "L": r["L"],
+                   "S": r["S"], "d": r["d"], "causal": r["causal"], "tile": r["block"],
+                   "max |tiled - SDPA|": r["error_sdpa"], "logsumexp error": r["error_lse"]}
+                  for r in checks[:first]], title=f"The {first} edge cases (all {len(checks)} shapes in the figure)")
 
 
 def fully_masked_rows_check(seed: int = 0) -> dict:
@@ -215,10 +234,16 @@ def is_causal_pitfall(key_len: int = 40, chunk: int = 4, heads: int = 9, kv_head
 def memory_sweep(ns: Sequence[int], d: int = 64, block_size: int = 64, seed: int = 0,
                  progress: bool = True) -> list[dict]:
     """Peak extra memory of naive, tiled and SDPA attention (one head, float32, no mask) at every length."""
-    from tqdm.auto import tqdm
-
     return [attention_memory_benchmark(int(n), d, 1, block_size, seed=seed, timing=False)
-            for n in tqdm(list(ns), desc="memory sweep", disable=not progress)]
+            for n in progress_bar(list(ns), desc="memory sweep", unit="length", disable=not progress)]
+
+
+def memory_table(sweep: Sequence[dict]) -> object:
+    """Peak extra memory per sequence length (MiB), the naive / tiled ratio and the tiled workspace (KiB)."""
+    return table([{"N": r["n"], "naive MiB": r["naive_bytes"] / 2**20, "tiled MiB": r["tiled_bytes"] / 2**20,
+                   "SDPA MiB": r["sdpa_bytes"] / 2**20, "naive / tiled": r["ratio_naive_over_tiled"],
+                   "tiled workspace beyond the output, KiB": (r["tiled_bytes"] - r["output_bytes"]) / 1024}
+                  for r in sweep], title="Peak extra memory of one attention call (one head, d = 64, float32)")
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float], last: int = 3) -> float:
@@ -232,13 +257,11 @@ def block_sweep(n: int, d: int = 64, blocks: Sequence[int] = BLOCKS, repeats: in
                 seed: int = 0, progress: bool = True) -> dict:
     """Time, peak memory, error vs SDPA and tile counts of the tiled kernel for each block size at length n,
     with naive attention and SDPA measured in the same run (one head, float32)."""
-    from tqdm.auto import tqdm
-
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(1, 1, n, d, generator=gen) for _ in range(3))
     ref = reference_attention(q, k, v, causal)
     rows = []
-    for b in tqdm(list(blocks), desc="block sizes", disable=not progress):
+    for b in progress_bar(list(blocks), desc="block sizes", unit="block size", disable=not progress):
         fn = lambda b=b: flash_attention(q, k, v, causal=causal, block_size=b)  # noqa: E731
         out, peak = peak_memory(fn)
         sched = tile_schedule(n, n, b, causal)
@@ -250,7 +273,19 @@ def block_sweep(n: int, d: int = 64, blocks: Sequence[int] = BLOCKS, repeats: in
                      ("sdpa", lambda: sdpa_attention(q, k, v, causal))):
         baselines[f"{name}_peak_bytes"] = int(peak_memory(fn)[1])
         baselines[f"{name}_seconds"] = time_call(fn, repeats)
-    return {"n": n, "d": d, "causal": causal, "rows": rows, **baselines}
+    return {"n": n, "d": d, "causal": causal, "rows": rows, "load": load_average().one, **baselines}
+
+
+def block_table(sweep: dict) -> object:
+    """One row per block size: time (and in units of SDPA), peak memory, tiles run, error."""
+    rows = [{"block": r["block"], "ms": 1e3 * r["seconds"], "x SDPA time": r["seconds"] / sweep["sdpa_seconds"],
+             "peak KiB": r["peak_bytes"] / 1024, "tiles run": f"{r['tiles_computed']} of {r['tiles_total']}",
+             "max |error|": r["error"]} for r in sweep["rows"]]
+    rows += [{"block": name, "ms": 1e3 * sweep[f"{key}_seconds"], "x SDPA time": sweep[f"{key}_seconds"]
+              / sweep["sdpa_seconds"], "peak KiB": sweep[f"{key}_peak_bytes"] / 1024}
+             for name, key in (("naive", "naive"), ("SDPA", "sdpa"))]
+    return table(rows, title=f"N = {sweep['n']}, causal, one head (load average {sweep.get('load', float('nan')):.1f}"
+                             " while timing)")
 
 
 def sweep_row(sweep: dict, block: int) -> dict:
@@ -261,7 +296,7 @@ def sweep_row(sweep: dict, block: int) -> dict:
     raise ValueError(f"block size {block} was not swept; swept: {[r['block'] for r in sweep['rows']]}")
 
 
-def hbm_table(ns: Sequence[int], d: int, sram_kib: float, bytes_per_element: int = 2) -> list[dict]:
+def hbm_rows(ns: Sequence[int], d: int, sram_kib: float, bytes_per_element: int = 2) -> list[dict]:
     """HBM accesses (elements) of standard attention and FA1 for each N at one head dim and SRAM size."""
     sram = int(sram_kib * 1024 // bytes_per_element)
     b_r, b_c = flash_block_sizes(d, sram)
@@ -305,34 +340,54 @@ def gpu_sdpa_timing(ns: Sequence[int], heads: int = 16, d: int = 64, repeats: in
     return rows
 
 
+def gpu_timing(ns: Sequence[int], gpu: str) -> list[dict]:
+    """:func:`gpu_sdpa_timing` on the CUDA device named ``gpu`` (the name is part of a cached result's key)."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    if name != gpu:
+        raise RuntimeError(f"asked for a timing on {gpu!r}, but this machine has {name!r}")
+    return gpu_sdpa_timing(list(ns))
+
+
+def gpu_table(rows: Sequence[dict]) -> object:
+    """Milliseconds and peak MiB per sequence length and kernel of the GPU cell."""
+    out = []
+    for r in rows:
+        row = {"N": r["N"]}
+        for key, name in (("flash", "SDPA flash"), ("math", "SDPA math"), ("tiled", "tiled loop")):
+            if f"{key}_seconds" in r:
+                row[f"{name} ms"] = 1e3 * r[f"{key}_seconds"]
+                row[f"{name} MiB"] = r[f"{key}_bytes"] / 2**20
+            elif f"{key}_error" in r:
+                row[f"{name} ms"] = r[f"{key}_error"]
+        out.append(row)
+    return table(out, title="GPU, fp16, causal, 16 heads, d = 64")
+
+
 # ----------------------------------------------------------------------------- the real model
 
-def load_model(name: str = "smollm2"):
-    """(model, tokenizer): ``smollm2`` = the offline SmolLM2-135M-Instruct, anything else a hub id or folder."""
-    from lionsnb.lm import load_causal_lm
-
-    return load_causal_lm(None if name == "smollm2" else name)
-
-
-def shakespeare_passage(tokenizer, n_tokens: int, play: str = "hamlet",
-                        start: str = "To be, or not to be") -> tuple[torch.Tensor, str]:
-    """(token ids (1, n_tokens), the text they cover) of a passage of a play starting at ``start``."""
-    from lionsnb.lm import shakespeare
-
-    text = shakespeare(play)
-    at = text.find(start)
-    if at < 0:
-        raise ValueError(f"{start!r} does not occur in {play}")
-    ids = tokenizer(text[at:at + 12 * n_tokens], return_tensors="pt").input_ids[:, :n_tokens]
-    if ids.shape[1] < n_tokens:
-        raise ValueError(f"the passage has only {ids.shape[1]} tokens; ask for fewer")
-    return ids, tokenizer.decode(ids[0])
+def passage(model: str, n_tokens: int) -> tuple[list[int], str]:
+    """(token ids, the text they cover) of the first ``n_tokens`` tokens of "To be, or not to be"."""
+    _, tokenizer, _ = load_model(model)
+    ids = passage_ids(tokenizer, n_tokens, "hamlet", PASSAGE_START)
+    return ids, tokenizer.decode(ids)
 
 
-def real_model_check(model, ids: torch.Tensor, repeats: int = 1) -> dict:
+def model_table(hf_model) -> object:
+    """The shape of the loaded model, read from its config."""
+    c = hf_model.config
+    return table({"layers": c.num_hidden_layers, "query heads": c.num_attention_heads,
+                  "KV heads": c.num_key_value_heads, "head dim": getattr(c, "head_dim", None)
+                  or c.hidden_size // c.num_attention_heads, "hidden size": c.hidden_size},
+                 title="The model, from its config")
+
+
+def real_model_check(model: str, ids: Sequence[int], repeats: int = 1) -> dict:
     """Logits of the from-scratch runner with tiled ("flash"), SDPA and naive attention, and of HF's own
-    forward pass, on the same tokens; max |differences| per position, agreement of next-token predictions,
-    and the time of one forward pass each (same run)."""
+    forward pass, on the same tokens (``model``: its name, see :func:`lionsnb.inference.llama.load_model`);
+    max |differences| per position, agreement of next-token predictions, and the time of one forward pass each
+    (same run)."""
+    model, _, _ = load_model(model)
+    ids = torch.tensor([list(ids)])
     runners = {name: LlamaRunner(model, attention=name) for name in ("sdpa", "flash", "naive")}
     logits = {name: r(ids) for name, r in runners.items()}
     with torch.no_grad():
@@ -351,6 +406,67 @@ def real_model_check(model, ids: torch.Tensor, repeats: int = 1) -> dict:
            "argmax_flash": logits["flash"].argmax(-1)[0].tolist(),
            **{f"{name}_seconds": s for name, s in seconds.items()}}
     return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+def trace_table(trace: Sequence[dict]) -> object:
+    """The running maximum and sum after every block of the online softmax."""
+    return table([{"after block": t["block"], "keys": f"{t['keys'][0]}..{t['keys'][1] - 1}", "running max m": t["m"],
+                   "running sum l": t["l"]} for t in trace], title="The online softmax, block by block")
+
+
+def gqa_table(gqa: dict) -> object:
+    """Peak extra memory of one GQA decode step per implementation, next to the size of K and V."""
+    rows = [{"what": "K and V of the cache (3 KV heads)", "MiB": gqa["kv_bytes"] / 2**20},
+            {"what": "K and V repeated to the 9 query heads", "MiB": gqa["repeated_kv_bytes"] / 2**20}]
+    rows += [{"what": f"{name}: peak extra memory of the step", "MiB": gqa[f"{key}_bytes"] / 2**20}
+             for name, key in (("naive (repeat_interleave)", "naive"), ("tiled", "tiled"), ("SDPA", "sdpa"))]
+    return table(rows, title=f"A GQA decode step against 4096 cached keys (|tiled - SDPA| = {gqa['error']:.1e})")
+
+
+def masked_rows_table(masked: dict) -> object:
+    """Causal attention with L > S: what each implementation returns on the rows that see no key."""
+    return table({"rows that see no key": masked["masked_rows"],
+                  "tiled: max |output| on them": masked["tiled_output_abs_max"],
+                  "tiled: logsumexp all -inf": masked["tiled_lse_all_minus_inf"],
+                  "tiled: any NaN": masked["tiled_has_nan"],
+                  "SDPA: max |output| on them": masked["sdpa_masked_rows_abs_max"],
+                  "naive softmax: NaN rows": masked["naive_nan_rows"],
+                  "other rows: max |tiled - SDPA|": masked["other_rows_error"]},
+                 title="Causal, L = 10 queries, S = 4 keys")
+
+
+def pitfall_table(pitfall: dict) -> object:
+    """The is_causal=True error in a decode step and a chunk, and the explicit mask's."""
+    wrong, right = "max |SDPA(is_causal=True) - correct|", "with the explicit bottom-right mask"
+    return table([{"case": "decode step, L = 1, S = 40", wrong: pitfall["decode_error"],
+                   right: pitfall["decode_explicit_mask_error"]},
+                  {"case": "chunk, L = 4, S = 40", wrong: pitfall["chunk_error"],
+                   right: pitfall["chunk_explicit_mask_error"]}],
+                 title="SDPA's is_causal against the bottom-right mask (in the decode step it returns the first "
+                       f"value vector: max difference {pitfall['decode_wrong_equals_first_value']:.1e})")
+
+
+def hbm_table(rows: Sequence[dict], sram_kib: float) -> object:
+    """HBM element accesses of standard attention and FA1 per N."""
+    first = rows[0]
+    return table([{"N": r["N"], "standard": r["standard"], "flash": r["flash"], "standard / flash": r["ratio"]}
+                  for r in rows],
+                 title=f"SRAM {sram_kib:g} KiB = M = {first['M']:,} fp16 elements; d = {first['d']}: tiles "
+                       f"B_r = {first['B_r']}, B_c = {first['B_c']}")
+
+
+def real_model_table(real: dict) -> object:
+    """The tiled kernel inside the real model against SDPA, the naive version and Hugging Face."""
+    return table([{"comparison": "flash vs SDPA", "max |logit difference|": real["flash_vs_sdpa"],
+                   "same next token everywhere": real["same_argmax"], "seconds per forward": real["flash_seconds"]},
+                  {"comparison": "naive vs SDPA", "max |logit difference|": real["naive_vs_sdpa"],
+                   "seconds per forward": real["naive_seconds"]},
+                  {"comparison": "flash vs Hugging Face", "max |logit difference|": real["flash_vs_hf"],
+                   "same next token everywhere": real["same_argmax_hf"]},
+                  {"comparison": "SDPA (reference)", "seconds per forward": real["sdpa_seconds"]}],
+                 title=f"{real['layers']} layers, {real['tokens']} tokens, logits up to {real['logit_scale']:.1f}")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -459,31 +575,43 @@ def draw_memory(fig, *, sweep: Sequence[dict]) -> None:
     label(ax2, "sequence length N (log)", "naive / tiled peak memory (log)", "The saving grows with N")
 
 
-def draw_block(fig, *, sweep: dict, block: int) -> None:
-    """Explorer frame: time, peak memory and error against block size (the chosen one highlighted), and the
-    tile map at the chosen block size."""
-    ax1, ax2, ax3 = fig.subplots(1, 3)
+def _block_panels(ax1, ax2, sweep: dict, block_size: int | None = None) -> None:
+    """Time and peak memory of the tiled kernel against the block size, naive and SDPA as lines."""
     rows = sweep["rows"]
     blocks = [r["block"] for r in rows]
-    row = sweep_row(sweep, block)
     ax1.plot(blocks, [1e3 * r["seconds"] for r in rows], marker="o", label="tiled (Python loop over tiles)")
-    ax1.plot([block], [1e3 * row["seconds"]], marker="o", ms=12, color="tab:blue", alpha=0.5)
     ax1.axhline(1e3 * sweep["naive_seconds"], color="tab:red", ls="--", label="naive")
     ax1.axhline(1e3 * sweep["sdpa_seconds"], color="tab:green", ls="--", label="SDPA")
-    ax1.set_xscale("log", base=2)
-    ax1.set_yscale("log")
-    ax1.legend(fontsize=7)
-    label(ax1, "block size (log)", "ms per call (log, this CPU)", f"N = {sweep['n']}, causal: time")
     ax2.plot(blocks, [r["peak_bytes"] / 2**20 for r in rows], marker="o", label="tiled")
-    ax2.plot([block], [row["peak_bytes"] / 2**20], marker="o", ms=12, color="tab:blue", alpha=0.5)
     ax2.axhline(sweep["naive_peak_bytes"] / 2**20, color="tab:red", ls="--", label="naive")
     ax2.axhline(sweep["sdpa_peak_bytes"] / 2**20, color="tab:green", ls="--", label="SDPA")
-    ax2.set_xscale("log", base=2)
-    ax2.set_yscale("log")
-    ax2.legend(fontsize=7)
-    label(ax2, "block size (log)", "peak extra memory, MiB (log)",
-          f"block {block}: {row['peak_bytes'] / 2**20:.2f} MiB, error {row['error']:.1e}")
-    n, b = sweep["n"], block
+    if block_size is not None:
+        row = sweep_row(sweep, block_size)
+        ax1.plot([block_size], [1e3 * row["seconds"]], marker="o", ms=12, color="tab:blue", alpha=0.5)
+        ax2.plot([block_size], [row["peak_bytes"] / 2**20], marker="o", ms=12, color="tab:blue", alpha=0.5)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(blocks, [str(b) for b in blocks])
+        ax.legend(fontsize=7)
+    label(ax1, "block size (log)", "ms per call (log, this CPU)", f"N = {sweep['n']}, causal: time")
+    label(ax2, "block size (log)", "peak extra memory, MiB (log)", "Peak memory")
+
+
+def draw_block_sweep(fig, *, sweep: dict) -> None:
+    """Experiment 4: time and peak memory of the tiled kernel against the block size."""
+    ax1, ax2 = fig.subplots(1, 2)
+    _block_panels(ax1, ax2, sweep)
+
+
+def draw_block(fig, *, sweep: dict, block_size: int) -> None:
+    """Explorer frame: time and peak memory against block size (the chosen one highlighted), and the tile map
+    at the chosen block size."""
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    _block_panels(ax1, ax2, sweep, block_size)
+    row = sweep_row(sweep, block_size)
+    ax2.set_title(f"block {block_size}: {row['peak_bytes'] / 2**20:.2f} MiB, error {row['error']:.1e}")
+    n, b = sweep["n"], block_size
     from matplotlib.colors import ListedColormap
 
     sched = tile_schedule(n, n, b, sweep["causal"]).numpy()
@@ -494,13 +622,13 @@ def draw_block(fig, *, sweep: dict, block: int) -> None:
           f"{row['tiles_computed']} of {row['tiles_total']} tiles computed ({row['tiles_masked']} masked)")
 
 
-def draw_hbm(fig, *, table: Sequence[dict], d: int, sram_kib: float, n_fixed: int = 4096) -> None:
+def draw_hbm(fig, *, rows: Sequence[dict], d: int, sram_kib: float, n_fixed: int = 4096) -> None:
     """HBM accesses of standard attention and FA1 against N (at the chosen SRAM), and their ratio against
     the SRAM size at N = n_fixed for d = 64 and 128."""
     ax1, ax2 = fig.subplots(1, 2)
-    ns = [r["N"] for r in table]
-    ax1.plot(ns, [r["standard"] for r in table], marker="o", color="tab:red", label="standard: 4Nd + 4N^2")
-    ax1.plot(ns, [r["flash"] for r in table], marker="o", color="tab:blue", label="FlashAttention (FA1 Alg. 1)")
+    ns = [r["N"] for r in rows]
+    ax1.plot(ns, [r["standard"] for r in rows], marker="o", color="tab:red", label="standard: 4Nd + 4N^2")
+    ax1.plot(ns, [r["flash"] for r in rows], marker="o", color="tab:blue", label="FlashAttention (FA1 Alg. 1)")
     ax1.plot(ns, [4 * n * d for n in ns], ls=":", color="0.4", label="read Q, K, V and write O once: 4Nd")
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
@@ -554,9 +682,9 @@ def _update_cases():
     cases = []
     for rows, cols, d in ((3, 4, 2), (5, 7, 3), (1, 1, 4)):
         m = torch.randn(rows, 1, generator=gen)
-        l = torch.rand(rows, 1, generator=gen) + 0.5
+        ell = torch.rand(rows, 1, generator=gen) + 0.5
         acc = torch.randn(rows, d, generator=gen)
-        cases.append((m, l, acc, 3 * torch.randn(rows, cols, generator=gen), torch.randn(cols, d, generator=gen)))
+        cases.append((m, ell, acc, 3 * torch.randn(rows, cols, generator=gen), torch.randn(cols, d, generator=gen)))
     s = torch.randn(2, 3, generator=gen)  # a first block: nothing accumulated yet
     cases.append((torch.full((2, 1), -math.inf), torch.zeros(2, 1), torch.zeros(2, 2), s,
                   torch.randn(3, 2, generator=gen)))
@@ -567,6 +695,7 @@ def _update_cases():
 
 
 def check_exercise_update(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 1: one online-softmax step on tiles (first tiles with m = -inf, a tile with a new maximum)."""
     return check_exercise("online softmax update", attempt, online_update, _update_cases(),
                           hint="m' = max(m, rowmax s); both l and acc are multiplied by exp(m - m') before "
                                "adding rowsum exp(s - m') and exp(s - m') @ v; return (m', l', acc').", ctx=ctx)
@@ -577,6 +706,7 @@ def _mask_cases():
 
 
 def check_exercise_mask(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 2: the bottom-right causal mask for L queries against S keys."""
     return check_exercise("bottom-right causal mask", attempt, causal_mask, _mask_cases(),
                           compare=lambda got, exp: isinstance(got, torch.Tensor) and got.shape == exp.shape
                           and torch.equal(got.bool(), exp),
@@ -590,8 +720,28 @@ def _hbm_cases():
 
 
 def check_exercise_hbm(attempt, ctx=None) -> ExerciseResult:
+    """Exercise 3: HBM element accesses of FA1 Algorithm 1."""
     return check_exercise("FlashAttention HBM accesses", attempt, hbm_accesses_flash, _hbm_cases(),
                           compare=lambda got, exp: int(got) == int(exp),
                           hint="B_c = ceil(M / 4d); O, l, m are written once at the start (Nd + 2N); K and V are "
                                "read once (2Nd); each of the ceil(N / B_c) outer steps reads Q, O, l, m and "
                                "writes O, l, m for all N rows (3Nd + 4N).", ctx=ctx)
+
+
+__all__ = [
+    "SPEC", "setup", "MODEL_ANSWERS", "BLOCKS", "PASSAGE_START",
+    # the package's code the notebook shows and runs
+    "naive_attention", "sdpa_attention", "flash_attention", "online_softmax", "peak_memory", "causal_mask",
+    "hbm_accesses_standard", "hbm_accesses_flash", "load_model",
+    # the notebook's experiments
+    "random_shapes", "check_shape", "correctness_sweep", "fully_masked_rows_check", "gqa_memory_check",
+    "top_left_mask", "is_causal_pitfall", "memory_sweep", "loglog_slope", "block_sweep", "sweep_row", "hbm_rows",
+    "gpu_sdpa_timing", "gpu_timing", "passage", "real_model_check",
+    # tables and figures
+    "show", "show_source", "table", "figure", "explore", "sizes_table", "trace_table", "gqa_table",
+    "correctness_table", "masked_rows_table", "pitfall_table", "memory_table", "block_table", "hbm_table",
+    "gpu_table", "model_table", "real_model_table", "draw_online_softmax", "draw_masks", "draw_tiles",
+    "draw_errors", "draw_memory", "draw_block_sweep", "draw_block", "draw_hbm", "draw_real_model", "draw_gpu",
+    # exercises
+    "check_exercise_update", "check_exercise_mask", "check_exercise_hbm",
+]
