@@ -16,7 +16,7 @@ STAMP := $(VENV)/.lionsnb-installed
 # Two OpenMP threads that spin-wait on a busy 2-core machine run 6-20x slower than one: wait passively.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test test-fast lint lab list doctor clean
+.PHONY: install run test test-fast test-browser lint site assignments lab list doctor clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "lionsnb needs Python >= 3.10; run make PYTHON=python3.x")'
@@ -44,6 +44,23 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
+
+# the executed suite as a static site (build/site/index.html): runs the notebooks first (PROFILE=smoke for a quick one)
+site: run
+	$(BIN)/lionsnb site --from $(OUT) --out build/site
+
+# the browser tier: JupyterLab and the static site in Debian's chromium, driven by Playwright (no browser download);
+# it uses the smoke run of `make test` (build/test-smoke) and runs it first when missing
+SMOKE_RUN ?= build/test-smoke
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$LIONSNB_CHROMIUM" ] || \
+	  { echo "make test-browser needs Debian's chromium: apt-get install chromium (or set LIONSNB_CHROMIUM)"; exit 2; }
+	@[ -f $(SMOKE_RUN)/results.json ] || $(BIN)/lionsnb run --profile smoke --out $(SMOKE_RUN)
+	LIONSNB_BROWSER=1 LIONSNB_BROWSER_RUN=$(SMOKE_RUN) $(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
+
+# the exercises as an nbgrader course (source version) in build/course; then `cd build/course && nbgrader ...`
+assignments: $(STAMP)
+	$(BIN)/lionsnb assignments --out build/course
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -1,4 +1,4 @@
-"""LipsLev certificate vs exact brute force at distance 1 on 100 AG-News sentences: see :mod:`lionsnb.lipslev.benchmark`.
+"""LipsLev certificate vs exact brute force at distance 1 on 100 AG-News sentences (:mod:`lionsnb.lipslev.benchmark`).
 
     python benchmarks/lipslev_speed.py                # 100 sentences, prints the ratio
     python benchmarks/lipslev_speed.py --n 20 --full-engine 3

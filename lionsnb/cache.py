@@ -186,9 +186,17 @@ class ArtifactCache:
     def call(self, name: str, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """``fn(**kwargs)``, loaded from the cache when the same function ran with the same arguments before.
 
-        The key is the name, the function (module and qualified name) and exactly the arguments it is called with,
-        so a key and its computation cannot disagree (e.g. a seed that changes the result is an argument, hence in
-        the key). See :func:`function_id` for the functions allowed.
+        The key is the name, the function (module and qualified name), exactly the arguments it is called with and
+        the package version, so a key and its computation cannot disagree (e.g. a seed that changes the result is an
+        argument, hence in the key). The profile and the notebook are not part of it: the arguments determine the
+        result, so the notebooks of one series share what they compute alike (a model pre-trained once serves every
+        notebook that asks for it). See :func:`function_id` for the functions allowed.
         """
         ident = function_id(fn)
-        return self.get(name, lambda: fn(**kwargs), function=ident, arguments=kwargs)
+        series = (self.method or "misc").split(".")[0]
+        shared = ArtifactCache(self.root, method=series, profile="", version=self.version, enabled=self.enabled)
+        try:
+            return shared.get(name, lambda: fn(**kwargs), function=ident, arguments=kwargs)
+        finally:
+            self.hits += shared.hits
+            self.misses += shared.misses

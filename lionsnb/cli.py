@@ -64,12 +64,42 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter (typed like papermill: int, float, True/False/None, str)")
     run.add_argument("--no-html", action="store_true", help="do not convert executed notebooks to HTML")
     run.add_argument("--quiet", "-q", action="store_true", help="no live progress bar from papermill")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only the I-th of N budget-balanced shares of the notebooks (several runners; join "
+                          "their outputs with `lionsnb report --merge`)")
+
+    rep = sub.add_parser("report", help="re-render a run's report, or merge the outputs of several shards",
+                         description="Render the HTML report of a run (its results.json), or with --merge join the "
+                                     "output folders of `lionsnb run --shard I/N` into one report.")
+    rep.add_argument("--merge", nargs="+", metavar="DIR", required=True,
+                     help="output folders of the runs (shards) to join (one folder: just re-render its report)")
+    rep.add_argument("--out", default="build/merged", help="folder for the merged results.json (default: "
+                                                           "build/merged)")
+    rep.add_argument("--report", default=None, help="HTML report path (default: <out>/report.html)")
 
     lst = sub.add_parser("list", help="list the registered notebooks")
     lst.add_argument("--index", default=None, help="the registry file (default: notebooks/index.yaml)")
 
     doc = sub.add_parser("doctor", help="check this environment can run the notebooks")
     doc.add_argument("--index", default=None, help="the registry file (default: notebooks/index.yaml)")
+
+    site = sub.add_parser("site", help="build the static course site from a run's executed notebooks",
+                          description="Build a static site (index + one page per notebook, explorers working "
+                                      "without a kernel, math and assets local) from the output folder of "
+                                      "`lionsnb run`.")
+    site.add_argument("--from", dest="source", default=str(DEFAULT_OUT),
+                      help="the run's output folder (default: build/executed)")
+    site.add_argument("--out", default="build/site", help="the site folder (default: build/site)")
+
+    asg = sub.add_parser("assignments", help="write the exercises as an nbgrader course (source version)",
+                         description="Write an nbgrader course folder: source/<series>/<notebook>.ipynb with each "
+                                     "exercise's solution region, an autograded test per checked exercise and a "
+                                     "manually graded answer per think exercise; then use `nbgrader "
+                                     "generate_assignment <series>` and `nbgrader autograde <series>` in DIR.")
+    asg.add_argument("--out", required=True, help="the course folder (created; existing files are replaced)")
+    asg.add_argument("--series", nargs="*", default=None, help="only these series (default: all)")
+    asg.add_argument("--profile", default="teach", help="the PROFILE the assignments run in (default: teach)")
+    asg.add_argument("--points", type=float, default=1.0, help="points per exercise (default: 1)")
 
     ans = sub.add_parser("answers", help="print the model answers of a notebook's think exercises (for teachers)",
                          description="Print the model answers of the exercises without code of the given "
@@ -119,9 +149,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     report = args.report or str(Path(args.out) / "report.html")
     try:
+        from lionsnb.runner import parse_shard
+
+        shard = parse_shard(args.shard) if args.shard else None
         summary = run_notebooks(args.targets, profile=profile, out_dir=args.out, device=args.device,
                                 timeout=args.timeout, jobs=args.jobs, params=params, registry=registry,
-                                report_path=report, html=not args.no_html, progress=not args.quiet)
+                                report_path=report, html=not args.no_html, progress=not args.quiet, shard=shard)
     except (ParameterError, TargetError, RegistryError) as exc:
         _err(str(exc))
         return 2
@@ -159,6 +192,60 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return 0
+
+
+# ----------------------------------------------------------------------------- assignments
+
+def _cmd_assignments(args: argparse.Namespace) -> int:
+    from lionsnb.assignments import build_assignments
+    from lionsnb.registry import RegistryError
+
+    try:
+        summary = build_assignments(args.out, series=args.series, profile=args.profile, points=args.points)
+    except (ValueError, RegistryError) as exc:
+        _err(str(exc))
+        return 2
+    for nb_id, counts in summary.items():
+        print(f"{nb_id}: {counts['autograded']} autograded, {counts['manual']} manually graded, "
+              f"{counts['points']:g} points -> {counts['path']}")
+    print(f"nbgrader course: {Path(args.out).resolve()} (cd there; nbgrader generate_assignment <series>)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- site
+
+def _cmd_site(args: argparse.Namespace) -> int:
+    from lionsnb.registry import RegistryError
+    from lionsnb.site import build_site, page_summary
+
+    try:
+        index = build_site(args.source, args.out)
+    except (FileNotFoundError, RegistryError) as exc:
+        _err(str(exc))
+        return 2
+    info = page_summary(args.out)
+    print(f"site: {index} ({len(info['pages'])} pages, {sum(info['explorers'].values())} explorers; open it in a "
+          "browser, no server needed)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lionsnb.registry import RegistryError
+    from lionsnb.report import format_table, write_report
+    from lionsnb.runner import TargetError, merge_summaries
+
+    try:
+        summary = merge_summaries(args.merge, args.out)
+    except (ParameterError, TargetError, RegistryError, ValueError) as exc:
+        _err(str(exc))
+        return 2
+    report = Path(args.report or Path(args.out) / "report.html")
+    summary.report_path = str(write_report(summary, report))
+    print(format_table(summary))
+    print(f"report: {summary.report_path}")
+    return summary.exit_code
 
 
 # ----------------------------------------------------------------------------- answers
@@ -328,7 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    handlers = {"run": _cmd_run, "list": _cmd_list, "doctor": _cmd_doctor, "answers": _cmd_answers}
+    handlers = {"run": _cmd_run, "list": _cmd_list, "doctor": _cmd_doctor, "answers": _cmd_answers,
+                "report": _cmd_report, "site": _cmd_site,
+                "assignments": _cmd_assignments}
     return handlers[args.command](args)
 
 

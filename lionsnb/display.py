@@ -57,6 +57,7 @@ class Source:
     """The source of one function or class: highlighted HTML in notebooks, plain text elsewhere."""
 
     def __init__(self, obj: Any):
+        obj = inspect.unwrap(obj)  # a decorated function (e.g. @torch.no_grad()) shows its own code and file
         try:
             lines, first = inspect.getsourcelines(obj)
             path = Path(inspect.getsourcefile(obj) or "")

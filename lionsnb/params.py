@@ -24,6 +24,8 @@ PROFILE_HELP: dict[str, str] = {
 DEFAULT_PROFILE = "teach"
 #: Parameters every notebook has, besides its method's knobs.
 COMMON_PARAMETERS: tuple[str, ...] = ("PROFILE", "SEED", "DEVICE", "METRICS_PATH")
+#: names a knob cannot have: they are the keyword arguments of ``setup`` itself
+RESERVED_KNOBS: tuple[str, ...] = ("profile", "method", "seed", "device", "metrics_path", "cache_dir")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 
@@ -162,6 +164,10 @@ class MethodSpec:
         for knob in self.knobs:
             if knob != knob.lower() or not knob.isidentifier():
                 raise ValueError(f"method {self.name!r}: knob names are lower-case identifiers, got {knob!r}")
+            if knob in RESERVED_KNOBS:
+                raise ValueError(f"method {self.name!r}: the knob name {knob!r} is taken by setup's own arguments "
+                                 f"({', '.join(RESERVED_KNOBS)}); name it after what it sets, e.g. "
+                                 f"'{knob}_name' or a word of the method")
 
     def parameter_names(self) -> tuple[str, ...]:
         """All names a notebook of this method may have in its parameters cell."""

@@ -105,7 +105,8 @@ def format_table(summary: RunSummary) -> str:
     counts = summary.counts()
     total = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing run"
     lines.append("")
-    lines.append(f"{len(summary.results)} notebook(s), profile {summary.profile}, device {summary.device}, "
+    shard = f", shard {summary.shard}" if getattr(summary, "shard", None) else ""
+    lines.append(f"{len(summary.results)} notebook(s), profile {summary.profile}, device {summary.device}{shard}, "
                  f"{_seconds(summary.seconds)} s: {total}")
     if any(r.over_budget for r in summary.results):
         lines.append("! = over its time budget (reported, not a failure)")
@@ -234,6 +235,7 @@ def render_report(summary: RunSummary, base_dir: str | os.PathLike[str]) -> str:
 <h1>lionsnb run report: {e(verdict)}</h1>
 <div class="meta">profile <b>{e(summary.profile)}</b> · device <b>{e(summary.device)}</b> ·
 started {e(summary.started)} · {e(_seconds(summary.seconds))} s · jobs {summary.jobs} ·
+{f"shard {e(summary.shard)} · " if getattr(summary, "shard", None) else ""}
 lionsnb {e(summary.lionsnb_version)} · {len(summary.results)} notebook(s)</div>
 <div class="totals">{totals}</div>
 <table>

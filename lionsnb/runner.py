@@ -115,6 +115,7 @@ class RunSummary:
     jobs: int = 1
     report_path: str | None = None
     lionsnb_version: str = ""
+    shard: str | None = None  #: "I/N" when this run was one shard of the registry; "merged" for merged shards
 
     @property
     def ok(self) -> bool:
@@ -142,6 +143,7 @@ class RunSummary:
             "started": self.started,
             "seconds": round(self.seconds, 3),
             "jobs": self.jobs,
+            "shard": self.shard,
             "out_dir": self.out_dir,
             "report": self.report_path,
             "ok": self.ok,
@@ -789,12 +791,49 @@ def _running_cell(executed: Path) -> dict[str, Any] | None:
     return None
 
 
+# ----------------------------------------------------------------------------- shards
+
+#: the budget assumed for a notebook that is not registered (it has none), when sharding
+UNREGISTERED_BUDGET_S = 60.0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with 1 <= I <= N; a clear error otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ParameterError(f"--shard {text!r}: write I/N with 1 <= I <= N, e.g. --shard 2/4 for the second of "
+                             "four shards.")
+    return int(m.group(1)), int(m.group(2))
+
+
+def assign_shards(budgets: Mapping[str, float], count: int) -> list[list[str]]:
+    """Split notebook ids over ``count`` shards, balancing their budgets; deterministic.
+
+    Longest budget first (ties by id), each to the shard with the smallest total so far (ties to the lowest shard):
+    the classic LPT rule, whose largest shard is at most 4/3 of the optimum. Returns the ids of each shard in
+    registry order.
+    """
+    if count < 1:
+        raise ParameterError(f"the number of shards must be >= 1, got {count}")
+    order = {ident: k for k, ident in enumerate(budgets)}
+    loads = [0.0] * count
+    shards: list[list[str]] = [[] for _ in range(count)]
+    for ident in sorted(budgets, key=lambda i: (-budgets[i], i)):
+        k = min(range(count), key=lambda j: (loads[j], j))
+        loads[k] += budgets[ident]
+        shards[k].append(ident)
+    return [sorted(shard, key=order.__getitem__) for shard in shards]
+
+
 def run_notebooks(targets: Sequence[str | os.PathLike[str]] = (), *, profile: str,
                   out_dir: str | os.PathLike[str], device: str = "auto", timeout: float | None = None,
                   jobs: int = 1, params: Mapping[str, Any] | None = None, registry: Registry | None = None,
                   report_path: str | os.PathLike[str] | None = None, html: bool = True,
-                  progress: bool = True) -> RunSummary:
+                  progress: bool = True, shard: tuple[int, int] | None = None) -> RunSummary:
     """Execute notebooks (ids, paths or directories; empty = all registered) and judge them.
+
+    ``shard=(I, N)`` runs only the I-th of N budget-balanced shares of the targets (:func:`assign_shards`, budgets
+    of this profile), so that N machines together run everything once; ``lionsnb report --merge`` joins them.
 
     ``params`` are extra notebook parameters with their Python types (the CLI types
     strings with :func:`parse_param_value`); every name must be assigned in each
@@ -825,6 +864,13 @@ def run_notebooks(targets: Sequence[str | os.PathLike[str]] = (), *, profile: st
         raise ParameterError(f"output directory {out} is inside {registry.root}; the runner never writes into "
                              "notebooks/. Choose another --out (default: build/executed).")
     resolved = resolve_targets(list(targets), registry, exclude_dir=out)
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise ParameterError(f"shard {index}/{count}: the index must be between 1 and {count}")
+        budgets = {ident: (e.budget(profile) if e is not None else UNREGISTERED_BUDGET_S) for ident, _, e in resolved}
+        chosen = set(assign_shards(budgets, count)[index - 1])
+        resolved = [r for r in resolved if r[0] in chosen]
     for ident, path, entry in resolved:
         if out == path.parent.resolve():
             raise ParameterError(f"output directory {out} holds the notebook {path}; the runner never writes "
@@ -839,7 +885,7 @@ def run_notebooks(targets: Sequence[str | os.PathLike[str]] = (), *, profile: st
     summary = RunSummary(results=[], profile=profile, device=device, out_dir=str(out),
                          started=started.isoformat(timespec="seconds"), jobs=jobs,
                          report_path=str(Path(report_path).expanduser().resolve()) if report_path else None,
-                         lionsnb_version=__version__)
+                         lionsnb_version=__version__, shard=f"{shard[0]}/{shard[1]}" if shard else None)
     jobs_list = [_Job(index=k + 1, id=i, path=p, entry=e) for k, (i, p, e) in enumerate(resolved)]
     runner = _Runner(profile=profile, device=device, out_dir=out, timeout=timeout, jobs=jobs, params=user_params,
                      html=html, progress=progress, total=len(jobs_list),
@@ -894,4 +940,54 @@ def load_summary(results_json: str | os.PathLike[str]) -> RunSummary:
     return RunSummary(results=results, profile=doc.get("profile", ""), device=doc.get("device", ""),
                       out_dir=doc.get("out_dir", str(Path(results_json).parent)), started=doc.get("started", ""),
                       seconds=float(doc.get("seconds", 0.0)), jobs=int(doc.get("jobs", 1)),
-                      report_path=doc.get("report"), lionsnb_version=doc.get("lionsnb_version", ""))
+                      report_path=doc.get("report"), lionsnb_version=doc.get("lionsnb_version", ""),
+                      shard=doc.get("shard"))
+
+
+def merge_summaries(dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> RunSummary:
+    """Join the ``results.json`` of several shard runs into one summary written to ``out_dir/results.json``.
+
+    Each ``dir`` is a shard's output folder (as downloaded: the paths recorded on the runner are re-based onto it
+    when they do not exist here). Every notebook must appear once, and all shards must share the profile.
+    """
+    summaries = []
+    for d in dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise TargetError(f"{d} holds no results.json: pass the output folders of `lionsnb run --shard I/N`.")
+        summary = load_summary(path)
+        for r in summary.results:
+            for attr in ("executed", "html", "log", "metrics_path"):
+                value = getattr(r, attr)
+                if value and not Path(value).exists() and (Path(d) / Path(value).name).exists():
+                    setattr(r, attr, str((Path(d) / Path(value).name).resolve()))
+        summaries.append(summary)
+    if not summaries:
+        raise TargetError("nothing to merge: pass at least one shard output folder")
+    profiles = {s.profile for s in summaries}
+    if len(profiles) > 1:
+        raise ParameterError(f"the shards ran different profiles ({', '.join(sorted(profiles))}); merge runs of one "
+                             "profile.")
+    seen: dict[str, str] = {}
+    results: list[NotebookResult] = []
+    for d, summary in zip(dirs, summaries):
+        for r in summary.results:
+            if r.id in seen:
+                raise ParameterError(f"notebook {r.id} appears in two shards ({seen[r.id]} and {d}); each shard of "
+                                     "one run holds different notebooks.")
+            seen[r.id] = str(d)
+            results.append(r)
+    try:
+        order = {ident: k for k, ident in enumerate(load_registry().ids)}
+    except Exception:  # noqa: BLE001 - no registry here: keep the shards' order
+        order = {}
+    results.sort(key=lambda r: (order.get(r.id, len(order)), r.id))
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    merged = RunSummary(results=results, profile=summaries[0].profile,
+                        device=", ".join(sorted({s.device for s in summaries})), out_dir=str(out),
+                        started=min(s.started for s in summaries), seconds=max(s.seconds for s in summaries),
+                        jobs=sum(s.jobs for s in summaries), lionsnb_version=summaries[0].lionsnb_version,
+                        shard="merged")
+    atomic_write_text(out / "results.json", json.dumps(merged.to_dict(), indent=2) + "\n")
+    return merged

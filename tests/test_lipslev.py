@@ -14,8 +14,7 @@ from lionsnb.lipslev.baselines import charmer_attack_ids, ibp_certify_ids
 from lionsnb.lipslev.bruteforce import IncrementalEngine, brute_force_ids, full_logits
 from lionsnb.lipslev.certify import as_float64, pad_batch
 from lionsnb.lipslev.data import find_ag_news_csv, numbers_letters
-from lionsnb.lipslev.model import LipsLevCNN, conv_constant, embedding_constant, head_constant
-from lionsnb.lipslev.text import (
+from lionsnb.lipslev.levenshtein import (
     apply_edit,
     ball,
     edit_script,
@@ -27,6 +26,7 @@ from lionsnb.lipslev.text import (
     one_hot,
     runs,
 )
+from lionsnb.lipslev.model import LipsLevCNN, conv_constant, embedding_constant, head_constant
 from lionsnb.lipslev.train import train, triangle
 
 INF = math.inf
@@ -44,7 +44,8 @@ def naive_erp(a, b, p):
         return sum(np.linalg.norm(x, ord=p) for x in b)
     if len(b) == 0:
         return sum(np.linalg.norm(x, ord=p) for x in a)
-    return min(np.linalg.norm(a[0], ord=p) + naive_erp(a[1:], b, p), np.linalg.norm(b[0], ord=p) + naive_erp(a, b[1:], p),
+    return min(np.linalg.norm(a[0], ord=p) + naive_erp(a[1:], b, p),
+               np.linalg.norm(b[0], ord=p) + naive_erp(a, b[1:], p),
                np.linalg.norm(a[0] - b[0], ord=p) + naive_erp(a[1:], b[1:], p))
 
 
@@ -345,6 +346,15 @@ def test_charmer_attack_is_valid_and_never_breaks_a_certificate():
         if attack.success and attack.edits_used == 1:
             assert not exact.robust
     assert successes > 0
+
+
+def test_robust_accuracy_counts_correct_and_unbroken_sentences():
+    from lionsnb.lipslev import robust_accuracy
+    from lionsnb.lipslev.baselines import AttackResult
+
+    results = [AttackResult(True, False, 1, (), 1.0, 3, 0.0), AttackResult(True, True, 1, (), -0.1, 3, 0.0),
+               AttackResult(False, False, 0, (), -1.0, 0, 0.0), AttackResult(True, False, 2, (), 0.5, 5, 0.0)]
+    assert robust_accuracy(results) == 0.5
 
 
 # --------------------------------------------------------------------------- data and training

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import lionsnb.lipslev.bound as m
+import lionsnb.lipslev.nb02_bound as m
+from lionsnb.lipslev.levenshtein import Alphabet, neighbour_count, runs
 from lionsnb.lipslev.model import LipsLevCNN, conv_constant, embedding_constant
-from lionsnb.lipslev.text import Alphabet, neighbour_count, runs
 
 NORMS = (1.0, 2.0, math.inf)
 
@@ -191,7 +191,7 @@ def test_exercise_checkers_accept_the_reference_and_reject_common_mistakes():
 
     assert m.check_exercise_conv_p1(conv_right).status == "solved"
     assert m.check_exercise_conv_p1(conv_max_over_taps).status == "incorrect"
-    assert m.check_exercise_head_pairs(m.head_pairs_reference).status == "solved"
+    assert m.check_exercise_head_pairs(m.head_pairs).status == "solved"
     assert m.check_exercise_head_pairs(head_primal_norm).status == "incorrect"
     assert m.check_exercise_local_constant(m.local_constant_reference).status == "solved"
     assert m.check_exercise_local_constant(local_without_pad).status == "incorrect"
@@ -203,3 +203,36 @@ def test_official_paths_reports_a_missing_folder(tmp_path, capsys):
     assert m.norm_of("inf") == math.inf and m.norm_name(math.inf) == "inf"
     with pytest.raises(ValueError):
         m.norm_of("3")
+
+
+def test_looseness_runs_take_the_shortest_correct_sentences():
+    model = m.reference_model(None, seed=0)
+    texts, labels, _ = m.reference_texts(None, n=30, seed=0)
+    runs_ = m.looseness_runs(model, texts, labels, count=2, sample=40, seed=0)
+    cert = m.certificate(model, texts, labels)
+    assert len(runs_) == 2 and all(cert.radii[r["row"]] >= 0 for r in runs_)
+    correct = [len(model.alphabet.encode(t)) for t, r in zip(texts, cert.radii) if r >= 0]
+    assert runs_[0]["n"] <= sorted(correct)[len(correct) // 2]
+    assert all(r["neighbours"] == 40 and r["text"] == texts[r["row"]] for r in runs_)
+
+
+def test_display_order_groups_letters_digits_and_the_rest():
+    alphabet = Alphabet(tuple("b1 a.2"))
+    order, starts = m.display_order(alphabet)
+    assert [(["pad"] + list(alphabet.chars))[i] for i in order] == ["pad", "a", "b", "1", "2", " ", "."]
+    assert starts == [1, 3, 5]
+
+
+def test_tables_of_the_notebook():
+    sweep = m.soundness_sweep(12, seed=0, max_len=3, radius=1, progress=False)
+    assert len(m.sweep_table(sweep)) == 2 and len(m.group_max_table(sweep)) == 6
+    rounding = m.rounding_table(sweep)
+    assert rounding.column("value")[-1] == 0 and float(rounding.column("value")[0]) == sweep["max_ratio"]
+    tight = m.tight_search(8, seed=0, max_len=3, progress=False)
+    assert "largest ratio found" in repr(m.tight_table(tight, m.tight_details(tight["best"])))
+    pad_free = m.pad_free_search(30, seed=0, max_len=3, progress=False)
+    assert m.pad_free_table(pad_free).column("violated (neighbour, class pair) checks")[0] == 0
+    holder, gap = m.holder_table({"random": m.random_head(0)})
+    assert len(holder) == 3 and gap < 1e-12
+    layerwise = m.layerwise_search(3, seed=0, progress=False)
+    assert len(m.layerwise_table(layerwise)) == 3 and "worst case" in m.worst_case_text(layerwise)

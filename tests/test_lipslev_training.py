@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lionsnb.lipslev.training as m
+import lionsnb.lipslev.nb03_training as m
 from lionsnb.params import ParameterError
 from lionsnb.plotting import unlabelled_axes
 
@@ -186,11 +186,15 @@ def test_train_run_round_trips_and_records_history(trained, nl_task):
     assert len(ev["radii"]) == len(nl_task["eval"])
 
 
-def test_pick_sentences_takes_the_shortest_of_each_group():
+def test_shortest_rows_takes_the_shortest_of_each_group():
+    from lionsnb.lipslev import shortest_rows
+
     radii = [2, 0, 1, -1, 0, 3, 1]
     lengths = [50, 10, 30, 5, 20, 40, 30]
-    picks = m.pick_sentences(radii, lengths, 2, 1)
-    assert picks == {"certified": [2, 6], "uncertified": [1]}
+    assert shortest_rows(radii, lengths, 2, 1) == ([2, 6], [1])
+    assert shortest_rows(radii, lengths, 1, 5) == ([2], [1, 4])                    # no top-up: groups stay short
+    assert shortest_rows(radii, lengths, 1, 5, top_up=True) == ([2, 6, 5, 0], [1, 4])  # certified ones fill up
+    assert shortest_rows(radii, lengths, 9, 0, top_up=True) == ([2, 6, 5, 0], [1, 4])
 
 
 def test_soundness_on_a_trained_model_and_its_bookkeeping(trained, nl_task, monkeypatch):
@@ -247,11 +251,16 @@ def test_length_radius_correlation():
 
 def test_exercise_references_and_checkers():
     assert m.triangle_reference(0, 5) == 0 and m.triangle_reference(2, 5) == 1 and m.triangle_reference(1, 1) == 1
-    assert m.radius_reference(2.0, 1.0) == 1 and m.radius_reference(2.5, 1.0) == 2 and m.radius_reference(0.0, 1) == -1
     assert m.check_exercise_triangle(m.triangle).status == "solved"
     assert m.check_exercise_triangle(lambda s, t: s / max(t - 1, 1)).status == "incorrect"
-    assert m.check_exercise_radius(lambda g, L: math.floor(g / L) if g > 0 else -1).status == "incorrect"  # non-strict
-    assert m.check_exercise_radius(m.strict_radius).status == "solved"
+
+    def acos_angle(w, g, lr):
+        w, new = w.flatten(), (w - lr * g).flatten()
+        return math.acos(max(-1.0, min(1.0, float(w @ new / (w.norm() * new.norm())))))
+
+    assert m.check_exercise_turn_angle(acos_angle).status == "solved"
+    small_step = m.check_exercise_turn_angle(lambda w, g, lr: lr * float(g.norm() / w.norm()))
+    assert small_step.status == "incorrect" and small_step.fn is m.turn_angle
 
     def penalty(emb, kernel, head):
         return float(torch.cdist(emb, emb).max() * torch.linalg.matrix_norm(kernel.permute(2, 0, 1), ord=2).sum()
@@ -287,9 +296,40 @@ def test_figures_label_every_axis(trained, nl_task):
              (m.draw_head, dict(distances=m.head_distances(tiny_model()), classes=["a", "b", "c"])),
              (m.draw_verified, dict(evaluation=ev)), (m.draw_soundness, dict(check=check)),
              (m.draw_tradeoff, dict(sweep=sweep, main=ev, main_name="main")),
-             (m.draw_model_view, dict(sweep=sweep, name="1-Lipschitz")), (m.draw_lr_sweep, dict(sweep=lr))]
+             (m.draw_model_view, dict(sweep=sweep, model="1-Lipschitz")), (m.draw_lr_sweep, dict(sweep=lr))]
     for draw, kwargs in draws:
         fig = m.figure(10, 4)
         draw(fig, **kwargs)
         assert unlabelled_axes(fig) == [], draw.__name__
         matplotlib.pyplot.close(fig)
+
+
+def test_turn_angle_of_an_orthogonal_step_is_the_arctangent():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    g -= (g * w).sum() / (w * w).sum() * w
+    for lr in (0.01, 1.0, 100.0):
+        assert m.turn_angle(w, g, lr) == pytest.approx(math.atan(lr * float(g.norm() / w.norm())), rel=1e-12)
+    assert m.turn_angle(w, torch.zeros_like(w), 1.0) == pytest.approx(0.0, abs=1e-12)
+    grads = m.raw_gradients(tiny_model(), strings(6), [0, 1, 2, 0, 1, 2])
+    assert set(grads) == {"embedding", "conv0", "head"}
+    for w_, g_ in grads.values():  # scale invariance: the gradient is orthogonal to the weights
+        assert abs(float((w_ * g_).sum())) <= 1e-10 * float(w_.norm() * g_.norm()) + 1e-15
+
+
+def test_tables_of_the_notebook(trained, nl_task):
+    run, model, ev = trained
+    assert len(m.history_table(run["history"])) == 4
+    assert m.verified_table(ev).column("k") == ev["ks"]
+    check = m.soundness(model, nl_task["eval"], ev, n_certified=3, n_uncertified=1, progress=False)
+    assert "certified but brute force finds a flip" in repr(m.soundness_table(check, ev["per_sentence_s"]))
+    sweep = {"names": ["lambda = 0", "lambda = 0.1", "1-Lipschitz"], "lambdas": [0.0, 0.1, None],
+             "verified": [[0.9, 0.2, 0.0, 0.0], [0.8, 0.6, 0.1, 0.0], [0.8, 0.5, 0.2, 0.1]], "bound": [5.0, 1.2, 1.0],
+             "seconds": [1.0, 1.0, 1.0], "n_train": 10, "epochs": 1}
+    summary = m.tradeoff_summary(sweep)
+    assert summary["best"] == 1 and summary["lip"] == 2 and summary["diffs"][1] == pytest.approx(-0.1)
+    assert len(m.tradeoff_table(sweep)) == 3 and len(m.tradeoff_summary_table(sweep)) == 3
+    assert len(m.gradients_table(m.layer_gradients(model, [[1, 2]], [0]), m.layer_gradients(model, [[1, 2]], [0]),
+                                 0.0)) == 3
+    assert set(m.MODEL_ANSWERS) == {4}

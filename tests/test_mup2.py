@@ -19,7 +19,7 @@ def factors(parameterization, variant="sam", optimizer="sgd", rho_scaling=None):
 
 
 @pytest.mark.parametrize("parameterization, variant, rho_scaling, expected", [
-    # hand-derived from the bcd exponents (method note section 3), r = n / n0 = 4
+    # hand-derived from the bcd exponents (Haas et al. 2024, Table D.2), r = n / n0 = 4
     ("mup2", "sam", None, {"input": (1, R, R, R ** 0.5), "hidden": (R ** -0.5, 1, 1, R ** -0.5),
                            "output": (1 / R, 1 / R, 1 / R, R ** -1.5)}),
     ("mup2", "sam", "mup2_independent", {"input": (1, R, R, R ** 0.5), "hidden": (R ** -0.5, 1, 1, 1),

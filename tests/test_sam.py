@@ -1,4 +1,4 @@
-"""SAM, ASAM, BiSAM and SAMPa against independent re-derivations, in float64 (the method note, section 7)."""
+"""SAM, ASAM, BiSAM and SAMPa against independent re-derivations, in float64."""
 from __future__ import annotations
 
 import copy
@@ -184,7 +184,7 @@ def test_smooth_cross_entropy_is_kl_with_the_papers_q():
 # ----------------------------------------------------------------------------- SAMPa
 
 def manual_sampa(model, data, rho, lam):
-    """The SAMPa reference algorithm re-derived with explicit tensors (method note, section 3.3)."""
+    """The SAMPa reference algorithm re-derived with explicit tensors (Eq. 3, with the official code's conventions)."""
     params = list(model.parameters())
     sgd = ManualSGD(params)
     gy = [torch.zeros_like(p) for p in params]

@@ -6,7 +6,7 @@ import torch
 
 from lionsnb.datasets import DatasetUnavailable, Split
 from lionsnb.models import ResNetCifar, SmallCNN
-from lionsnb.sam import basics, data
+from lionsnb.sam import data, nb01_sam
 
 
 def test_cifar10_missing_is_a_clear_error(monkeypatch, tmp_path):
@@ -23,8 +23,9 @@ def test_full_profile_falls_back_to_mnist1d_with_a_message(monkeypatch, tmp_path
     assert "CIFAR-10 is not available" in capsys.readouterr().out
     assert data.resolve_dataset("auto", "teach") == "mnist1d"
     assert data.resolve_dataset("digits", "full") == "digits"
-    full = basics.SPEC.sizes("full")
-    assert basics.model_kind(full, "mnist1d") == "mlp" and basics.model_kind(full, "cifar10") == "resnet20"
+    full = nb01_sam.SPEC.sizes("full")
+    assert data.model_kind(full.model, "mnist1d") == "mlp" and data.model_kind(full.model, "cifar10") == "resnet20"
+    assert data.model_kind("cnn", "digits") == "cnn"
 
 
 def test_models_shapes():

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lionsnb.datasets import load_digits
 from lionsnb.models import MLP
 from lionsnb.sam import experiments as ex
-from lionsnb.sam import sampa as sp
+from lionsnb.sam import nb02_sampa as sp
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,11 @@ def test_cosine_trace_and_timing_run(digits):
     timing = sp.time_methods("cpu", width=16, steps=2, warmup=1, distributed=False)
     assert set(timing) == {"sgd", "sam", "sampa-sequential", "sampa-concurrent"} and min(timing.values()) > 0
     assert __import__("torch").get_num_threads() == threads  # the notebook's thread setting is left alone
+
+
+def test_timing_reading_follows_the_measurement():
+    assert "overlapped" in sp.timing_reading(0.81, 1.0)
+    assert "no measurable" in sp.timing_reading(1.02, 0.98)
+    assert "slower" in sp.timing_reading(1.4, 1.05)
+    assert "not reliable" in sp.timing_reading(0.41, 0.35)  # the sequential backend cannot beat SAM: load changed
+    assert "not reliable" in sp.timing_reading(0.3)  # below two ideal devices

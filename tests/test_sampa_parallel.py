@@ -1,6 +1,6 @@
 """SAMPa's parallel gradient backends give the sequential reference's parameters and BN buffers.
 
-Everything runs in float64 (method note, section 7): correct backends agree to about 1e-15, so a
+Everything runs in float64: correct backends agree to about 1e-15, so a
 tolerance of 1e-10 separates round-off from a wrong gradient, batch or BatchNorm convention.
 """
 from __future__ import annotations

@@ -92,21 +92,21 @@ def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[in
     return heads, kv_heads
 
 
-def online_update(m: torch.Tensor, l: torch.Tensor, acc: torch.Tensor, s: torch.Tensor,
+def online_update(m: torch.Tensor, ell: torch.Tensor, acc: torch.Tensor, s: torch.Tensor,
                   v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One online-softmax step for a tile of scores ``s`` (..., rows, cols) and its values ``v`` (..., cols, d).
 
-    ``m`` and ``l`` (..., rows, 1) are the running row maximum and the running sum of exp(score - m);
-    ``acc`` (..., rows, d) the unnormalised output. Returns the updated (m, l, acc):
-    m' = max(m, rowmax s), l' = e^(m - m') l + rowsum e^(s - m'), acc' = e^(m - m') acc + e^(s - m') v.
-    A row whose scores are all -inf so far (masked) keeps m = -inf, l = 0, acc = 0 (no NaN).
+    ``m`` and ``ell`` (the paper's l, (..., rows, 1)) are the running row maximum and the running sum of
+    exp(score - m); ``acc`` (..., rows, d) the unnormalised output. Returns the updated (m, ell, acc):
+    m' = max(m, rowmax s), ell' = e^(m - m') ell + rowsum e^(s - m'), acc' = e^(m - m') acc + e^(s - m') v.
+    A row whose scores are all -inf so far (masked) keeps m = -inf, ell = 0, acc = 0 (no NaN).
     """
     m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
     # guard: where m' = -inf, exp(-inf - (-inf)) would be NaN; subtracting 0 instead gives exp(-inf) = 0
     m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
     p = torch.exp(s - m_safe)
     alpha = torch.exp(m - m_safe)  # rescales what was accumulated under the old maximum
-    return m_new, alpha * l + p.sum(dim=-1, keepdim=True), alpha * acc + p @ v
+    return m_new, alpha * ell + p.sum(dim=-1, keepdim=True), alpha * acc + p @ v
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -138,7 +138,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         # the query tile: the r heads of each group stacked, (B, G, r * rows, d)
         qi = q5[:, :, :, i0:i1].reshape(batch, kv_heads, group * rows, dim).to(acc_dtype) * scale
         m = torch.full((batch, kv_heads, group * rows, 1), -math.inf, dtype=acc_dtype, device=q.device)
-        l = torch.zeros_like(m)
+        ell = torch.zeros_like(m)
         acc = torch.zeros(batch, kv_heads, group * rows, dim, dtype=acc_dtype, device=q.device)
         for j0 in key_tile_range(i0, i1, keys, length, block_size, causal):
             j1 = min(j0 + block_size, keys)
@@ -149,12 +149,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
                 visible = (torch.arange(j0, j1, device=q.device)[None, :]
                            <= offset + torch.arange(i0, i1, device=q.device)[:, None])  # (rows, cols)
                 s = s.masked_fill(~visible.repeat(group, 1), -math.inf)
-            m, l, acc = online_update(m, l, acc, s, vj)
-        # rows that saw no key (l = 0) have acc = 0: output 0, logsumexp -inf
-        o = acc / torch.where(l > 0, l, torch.ones_like(l))
+            m, ell, acc = online_update(m, ell, acc, s, vj)
+        # rows that saw no key (ell = 0) have acc = 0: output 0, logsumexp -inf
+        o = acc / torch.where(ell > 0, ell, torch.ones_like(ell))
         out[:, :, :, i0:i1] = o.reshape(batch, kv_heads, group, rows, dim).to(q.dtype)
         if lse is not None:
-            lse[:, :, :, i0:i1] = (m + torch.log(l)).reshape(batch, kv_heads, group, rows)
+            lse[:, :, :, i0:i1] = (m + torch.log(ell)).reshape(batch, kv_heads, group, rows)
     out = out.reshape(batch, heads, length, dim)
     if return_lse:
         return out, lse.reshape(batch, heads, length)
@@ -163,12 +163,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
 
 # --------------------------------------------------------------------------- the online softmax on one row
 
-def online_softmax_step(m: float, l: float, block: torch.Tensor) -> tuple[float, float]:
+def online_softmax_step(m: float, ell: float, block: torch.Tensor) -> tuple[float, float]:
     """One step of the recurrence on a 1-D block of scores: (m, l) -> (max(m, max block), rescaled sum)."""
     m_new = max(m, float(block.max())) if block.numel() else m
     if m_new == -math.inf:
-        return m, l
-    return m_new, math.exp(m - m_new) * l + float(torch.exp(block - m_new).sum())
+        return m, ell
+    return m_new, math.exp(m - m_new) * ell + float(torch.exp(block - m_new).sum())
 
 
 def online_softmax(x: torch.Tensor, block_size: int) -> tuple[torch.Tensor, list[dict]]:
@@ -176,13 +176,13 @@ def online_softmax(x: torch.Tensor, block_size: int) -> tuple[torch.Tensor, list
 
     The probabilities use only the final (m, l), so they equal ``torch.softmax(x, 0)``.
     """
-    m, l = -math.inf, 0.0
+    m, ell = -math.inf, 0.0
     trace = []
     for j0 in range(0, x.numel(), block_size):
         block = x[j0:j0 + block_size]
-        m, l = online_softmax_step(m, l, block)
-        trace.append({"block": j0 // block_size, "keys": (j0, j0 + block.numel()), "m": m, "l": l})
-    return torch.exp(x - m) / l, trace
+        m, ell = online_softmax_step(m, ell, block)
+        trace.append({"block": j0 // block_size, "keys": (j0, j0 + block.numel()), "m": m, "l": ell})
+    return torch.exp(x - m) / ell, trace
 
 
 # --------------------------------------------------------------------------- IO complexity (FA1 Theorem 2)

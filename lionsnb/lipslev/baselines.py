@@ -21,8 +21,9 @@ import torch
 
 from lionsnb.lipslev.bruteforce import IncrementalEngine, full_logits
 from lionsnb.lipslev.certify import as_float64
+from lionsnb.lipslev.levenshtein import Edit, apply_edit, neighbour_edits
 from lionsnb.lipslev.model import LipsLevCNN
-from lionsnb.lipslev.text import Edit, apply_edit, neighbour_edits
+from lionsnb.progress import progress as progress_bar
 
 
 @dataclass
@@ -53,12 +54,13 @@ def ibp_certify_ids(model: LipsLevCNN, seq: Sequence[int], label: int) -> IBPRes
     return IBPResult(True, bool(bounds[others].min() > 0), bounds, time.perf_counter() - start)
 
 
-def ibp_certify(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], progress: bool = True) -> list[IBPResult]:
-    from tqdm.auto import tqdm
-
+def ibp_certify(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int],
+                progress: bool = True) -> list[IBPResult]:
+    """:func:`ibp_certify_ids` on every sentence (distance 1)."""
     model = as_float64(model)
     return [ibp_certify_ids(model, model.alphabet.encode(t), int(y))
-            for t, y in tqdm(list(zip(texts, labels)), desc="IBP k=1", disable=not progress, leave=False)]
+            for t, y in progress_bar(list(zip(texts, labels)), desc="IBP k=1", unit="sentence",
+                                     disable=not progress)]
 
 
 @dataclass
@@ -119,11 +121,10 @@ def charmer_attack_ids(model: LipsLevCNN, seq: Sequence[int], label: int, k: int
 def charmer_attack(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], k: int = 1, *,
                    top_positions: int = 20, progress: bool = True) -> list[AttackResult]:
     """:func:`charmer_attack_ids` on every sentence."""
-    from tqdm.auto import tqdm
-
     model = as_float64(model)
     return [charmer_attack_ids(model, model.alphabet.encode(t), int(y), k, top_positions=top_positions)
-            for t, y in tqdm(list(zip(texts, labels)), desc=f"Charmer k={k}", disable=not progress, leave=False)]
+            for t, y in progress_bar(list(zip(texts, labels)), desc=f"Charmer k={k}", unit="sentence",
+                                     disable=not progress)]
 
 
 def robust_accuracy(results: Sequence[AttackResult]) -> float:

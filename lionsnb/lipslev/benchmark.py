@@ -15,21 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
+from lionsnb.progress import progress as progress_bar
+
 
 def run(n: int = 100, full_engine: int = 0, state: str | None = None, chars: str | None = None,
         csv_path: str | None = None, progress: bool = True) -> dict:
     import torch
-    from tqdm.auto import tqdm
 
     from lionsnb.lipslev.bruteforce import brute_force
     from lionsnb.lipslev.certify import as_float64, certificate
-    from lionsnb.lipslev.data import load_ag_news, shared_dir
+    from lionsnb.lipslev.data import OFFICIAL_FILES, OFFICIAL_FOLDER, load_ag_news, shared_dir
     from lionsnb.lipslev.model import load_official_checkpoint
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    official = shared_dir("lipslev_official")
-    model = as_float64(load_official_checkpoint(state or official / "official_ag_news_state.pt",
-                                                chars or official / "official_char_to_id.json"))
+    official = shared_dir(OFFICIAL_FOLDER)
+    model = as_float64(load_official_checkpoint(state or official / OFFICIAL_FILES[0],
+                                                chars or official / OFFICIAL_FILES[1]))
     data = load_ag_news(path=csv_path)
     first = certificate(model, data.texts[:4 * n], data.labels[:4 * n])
     rows = [int(i) for i in np.flatnonzero(first.radii >= 0)[:n]]
@@ -43,8 +44,8 @@ def run(n: int = 100, full_engine: int = 0, state: str | None = None, chars: str
         certificate(model, [t], [y])
     single = (time.perf_counter() - start) / len(rows)
 
-    results = [brute_force(model, t, y, 1) for t, y in tqdm(list(zip(texts, labels)), desc="brute force k=1",
-                                                             disable=not progress)]
+    results = [brute_force(model, t, y, 1) for t, y in progress_bar(list(zip(texts, labels)), desc="brute force k=1",
+                                                                     unit="sentence", disable=not progress)]
     bf = float(np.mean([r.seconds for r in results]))
     agree = sum((r.robust) >= (c >= 1) for r, c in zip(results, cert.radii))
     out = {"sentences": len(rows), "mean_length": float(np.mean([len(t) for t in texts])),
@@ -52,7 +53,8 @@ def run(n: int = 100, full_engine: int = 0, state: str | None = None, chars: str
            "certificate_s_per_sentence_batched": batched, "certificate_s_per_sentence_single": single,
            "brute_force_s_per_sentence": bf, "ratio_bf_over_certificate_batched": bf / batched,
            "ratio_bf_over_certificate_single": bf / single,
-           "certified_at_1": int((cert.radii >= 1).sum()), "brute_force_robust_at_1": int(sum(r.robust for r in results)),
+           "certified_at_1": int((cert.radii >= 1).sum()),
+           "brute_force_robust_at_1": int(sum(r.robust for r in results)),
            "soundness_violations": int(len(rows) - agree)}
     if full_engine:
         slow = [brute_force(model, t, y, 1, engine="full").seconds for t, y in zip(texts[:full_engine],
@@ -82,7 +84,8 @@ def main(argv=None) -> None:
     print(f"  brute force (incremental)  {out['brute_force_s_per_sentence'] * 1e3:9.1f} ms / sentence")
     if "full_engine_s_per_sentence" in out:
         print(f"  brute force (full)         {out['full_engine_s_per_sentence'] * 1e3:9.1f} ms / sentence")
-        print(f"  ratio full brute force / certificate (batched): {out['ratio_full_engine_over_certificate_batched']:.3g}x")
+        ratio = out["ratio_full_engine_over_certificate_batched"]
+        print(f"  ratio full brute force / certificate (batched): {ratio:.3g}x")
     print(f"  ratio brute force / certificate: {out['ratio_bf_over_certificate_batched']:.3g}x batched, "
           f"{out['ratio_bf_over_certificate_single']:.3g}x one at a time (goal >= 1e4)")
     print(f"  certified at 1: {out['certified_at_1']}, brute-force robust at 1: {out['brute_force_robust_at_1']}, "

@@ -5,7 +5,7 @@ tokenizer is 1-Lipschitz for d_Lev, so robustness of the encoded string at dista
 raw string within k. A sentence is robust at k iff it is correctly classified and every string Q with
 d_Lev(P, Q) <= k has a strictly positive margin g_yt(Q) = f_y(Q) - f_t(Q) for every t != y.
 
-Two engines evaluate the unique distance-1 neighbours (:func:`text.neighbour_edits`):
+Two engines evaluate the unique distance-1 neighbours (:func:`lionsnb.lipslev.levenshtein.neighbour_edits`):
 
 * ``full``: batched forward passes of every neighbour (any depth);
 * ``incremental`` (one conv layer, sum pooling): an edit at position j changes only the conv windows
@@ -13,8 +13,8 @@ Two engines evaluate the unique distance-1 neighbours (:func:`text.neighbour_edi
   with the per-tap products W_i e_c precomputed for every character c. Cost O(|N_1| q^2 h) instead of
   O(|N_1| n q h d).
 
-Distance 2 enumerates the deduplicated ball (:func:`text.ball`) and runs the full engine: only for
-short strings over small alphabets (|N_<=2| grows like |N_1|^2 / 2).
+Distance 2 enumerates the deduplicated ball (:func:`lionsnb.lipslev.levenshtein.ball`) and runs the full engine:
+only for short strings over small alphabets (|N_<=2| grows like |N_1|^2 / 2).
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from lionsnb.lipslev.certify import as_float64, logits_of_ids
+from lionsnb.lipslev.levenshtein import Edit, apply_edit, ball, neighbour_edits
 from lionsnb.lipslev.model import LipsLevCNN
-from lionsnb.lipslev.text import Edit, apply_edit, ball, neighbour_edits
+from lionsnb.progress import progress as progress_bar
 
 ENGINES = ("incremental", "full")
 _SHIFT = {"sub": 0, "del": 1, "ins": -1}
@@ -167,7 +168,8 @@ def brute_force_ids(model: LipsLevCNN, seq: Sequence[int], label: int, k: int = 
     return _summarise(label, k, base, logits, dist, strings.__getitem__, time.perf_counter() - start)
 
 
-def brute_force(model: LipsLevCNN, text: str, label: int, k: int = 1, *, engine: str = "incremental") -> BruteForceResult:
+def brute_force(model: LipsLevCNN, text: str, label: int, k: int = 1, *,
+                engine: str = "incremental") -> BruteForceResult:
     """Exact robustness of one sentence at Levenshtein distance <= k (after encoding)."""
     return brute_force_ids(model, model.alphabet.encode(text), label, k, engine=engine)
 
@@ -175,10 +177,36 @@ def brute_force(model: LipsLevCNN, text: str, label: int, k: int = 1, *, engine:
 def brute_force_many(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], k: int = 1, *,
                      engine: str = "incremental", progress: bool = True) -> list[BruteForceResult]:
     """:func:`brute_force` on every sentence (a misclassified sentence is reported without enumeration)."""
-    from tqdm.auto import tqdm
-
     model = as_float64(model)
     out = []
-    for text, label in tqdm(list(zip(texts, labels)), desc=f"brute force k={k}", disable=not progress, leave=False):
+    for text, label in progress_bar(list(zip(texts, labels)), desc=f"brute force k={k}", unit="sentence",
+                                    disable=not progress):
         out.append(brute_force(model, text, int(label), k, engine=engine))
     return out
+
+
+def shortest_rows(radii: Sequence[int], lengths: Sequence[int], n_certified: int, n_uncertified: int, *,
+                  top_up: bool = False) -> tuple[list[int], list[int]]:
+    """The rows an exact check takes, ``(certified, uncertified)``: the ``n_certified`` shortest rows certified at
+    k >= 1 and the ``n_uncertified`` shortest correct rows with radius 0, each list shortest first (ties by row).
+
+    Short rows keep brute force cheap; the two groups put both verdicts of the certificate to the test (brute force
+    must confirm every certified row, and says which uncertified ones are robust anyway). Misclassified rows
+    (radius -1) are never taken: they are not robust and brute force has nothing to enumerate. ``top_up=True``
+    makes up a group that runs short with rows of the other, so that ``n_certified + n_uncertified`` rows are
+    taken whenever there are that many correct ones.
+    """
+    radii, lengths = np.asarray(radii), np.asarray(lengths)
+    if radii.shape != lengths.shape:
+        raise ValueError(f"{len(radii)} radii but {len(lengths)} lengths")
+    if n_certified < 0 or n_uncertified < 0:
+        raise ValueError("the numbers of rows must be >= 0")
+    by_length = np.argsort(lengths, kind="stable")
+    certified = [int(i) for i in by_length if radii[i] >= 1]
+    uncertified = [int(i) for i in by_length if radii[i] == 0]
+    take_c, take_u = min(len(certified), n_certified), min(len(uncertified), n_uncertified)
+    if top_up:
+        total = n_certified + n_uncertified
+        take_c = min(len(certified), total - take_u)
+        take_u = min(len(uncertified), total - take_c)
+    return certified[:take_c], uncertified[:take_u]

@@ -107,7 +107,6 @@ def strict_radius(margin: float, lipschitz: float) -> int:
     return k - 1 if k == ratio else k
 
 
-@torch.no_grad()
 def certificate(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], *, local: bool = True,
                 batch_size: int = 32) -> Certificate:
     """Logits, margins, Lipschitz constants and radii for every sentence, in float64, one forward pass each."""
@@ -120,14 +119,15 @@ def certificate(model: LipsLevCNN, texts: Sequence[str], labels: Sequence[int], 
         raise ValueError(f"labels must be class indices 0..{model.num_classes - 1}")
     m64 = as_float64(model)
     seqs = encode_all(m64, texts)
-    weights = m64.effective_weights()
-    logits = logits_of_ids(m64, seqs, batch_size, weights).numpy()
-    emb, kernels, head = weights
-    row_max = pairwise_distances(emb, emb, m64.p).max(1).values.numpy()  # max_j ||e_i - e_j|| per row i
-    # prod M(K) of the weights the forward uses; for a 1-Lipschitz model each K/M(K) has M = 1 exactly
-    # (a norm is absolutely homogeneous), so the SVDs are not repeated
-    m_k = 1.0 if m64.lipschitz else float(np.prod([conv_constant(k, m64.p).item() for k in kernels]))
-    head_pairs = pairwise_distances(head, head, dual(m64.p)).numpy()
+    with torch.no_grad():
+        weights = m64.effective_weights()
+        logits = logits_of_ids(m64, seqs, batch_size, weights).numpy()
+        emb, kernels, head = weights
+        row_max = pairwise_distances(emb, emb, m64.p).max(1).values.numpy()  # max_j ||e_i - e_j|| per row i
+        # prod M(K) of the weights the forward uses; for a 1-Lipschitz model each K/M(K) has M = 1 exactly
+        # (a norm is absolutely homogeneous), so the SVDs are not repeated
+        m_k = 1.0 if m64.lipschitz else float(np.prod([conv_constant(k, m64.p).item() for k in kernels]))
+        head_pairs = pairwise_distances(head, head, dual(m64.p)).numpy()
     n, classes = len(seqs), m64.num_classes
     margins = np.full((n, classes), np.inf)
     lips = np.full((n, classes), np.nan)

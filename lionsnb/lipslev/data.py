@@ -4,6 +4,8 @@
   Business, Sci/Tech). With network: the hub dataset ``fancyzhx/ag_news``. Offline: the test split CSV
   found through an explicit path, the ``LIONSNB_AG_NEWS`` env var, or ``../shared/data/ag_news/``;
   offline convention: train on test rows 1000-7599, evaluate on rows 0-999 (not comparable to the paper).
+* The authors' released AG-News checkpoint (p = 2) and its alphabet, read from ``<shared>/data/lipslev_official/``
+  (:func:`official_checkpoint`, :func:`ag_news_alphabet`).
 * ``numbers_letters`` (official ``utils.py``): strings over 26 letters + 10 digits, label m in {0, 1};
   each character is a letter with probability 0.8 if m = 1, else a digit with probability 0.8.
 """
@@ -56,6 +58,42 @@ def shared_dir(name: str) -> Path:
     """``<shared>/data/<name>``: read-only test data in ``$LIONSNB_SHARED`` or ``../shared`` next to the repository."""
     root = os.environ.get(SHARED_ENV)
     return (Path(root) / "data" / name) if root else SHARED_DATA / name
+
+
+#: the authors' checkpoint: folder under <shared>/data and its two files (state dict, char_to_id JSON)
+OFFICIAL_FOLDER = "lipslev_official"
+OFFICIAL_FILES = ("official_ag_news_state.pt", "official_char_to_id.json")
+
+
+def official_checkpoint(folder: str | os.PathLike | None = None) -> tuple[tuple[Path, Path] | None, str]:
+    """``((state dict, char_to_id JSON), "")`` for the authors' AG-News checkpoint, or ``(None, why not)``.
+
+    ``folder`` defaults to ``<shared>/data/lipslev_official`` (:func:`shared_dir`). The AG-News test split must be
+    found too (:func:`find_ag_news_csv`), since the checkpoint is evaluated on it. Load the model with
+    :func:`lionsnb.lipslev.model.load_official_checkpoint`.
+    """
+    folder = Path(folder) if folder is not None else shared_dir(OFFICIAL_FOLDER)
+    paths = tuple(folder / name for name in OFFICIAL_FILES)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        return None, f"missing {', '.join(missing)}"
+    try:
+        find_ag_news_csv()
+    except FileNotFoundError as err:
+        return None, f"the checkpoint is there but the AG-News test split is not ({err})"
+    return paths, ""  # type: ignore[return-value]
+
+
+def ag_news_alphabet(texts: Sequence[str]):
+    """``(alphabet, description)``: the authors' AG-News alphabet (their ``char_to_id`` JSON, 56 characters) when it
+    is in ``<shared>/data/lipslev_official``, else the lowercased characters of ``texts`` in first-occurrence order."""
+    from lionsnb.lipslev.levenshtein import Alphabet
+
+    path = shared_dir(OFFICIAL_FOLDER) / OFFICIAL_FILES[1]
+    if path.is_file():
+        alphabet = Alphabet.from_json(path)
+        return alphabet, f"the authors' char_to_id ({alphabet.size} characters)"
+    return Alphabet.from_texts(texts), "the characters of the AG-News texts (the authors' char_to_id is not there)"
 
 
 def find_ag_news_csv(path: str | os.PathLike | None = None) -> Path:

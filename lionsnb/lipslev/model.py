@@ -26,9 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lionsnb.lipslev.text import Alphabet
+from lionsnb.lipslev.levenshtein import Alphabet
 
 P_CHOICES = (1.0, 2.0, math.inf)
+#: the norms the notebooks offer as a knob: knob value -> p
+NORMS = {"1": 1.0, "2": 2.0, "inf": math.inf}
 
 
 def dual(p: float) -> float:
@@ -46,6 +48,18 @@ def check_p(p: float) -> float:
     if p not in P_CHOICES:
         raise ValueError(f"p = {p!r} is not supported: use 1, 2 or inf (math.inf)")
     return p
+
+
+def norm_of(name: str) -> float:
+    """p for a knob value '1', '2' or 'inf' (the notebooks' NORM parameter)."""
+    if name not in NORMS:
+        raise ValueError(f"norm {name!r}: use one of {', '.join(NORMS)}")
+    return NORMS[name]
+
+
+def norm_name(p: float) -> str:
+    """The knob value of a norm p: '1', '2' or 'inf'."""
+    return "inf" if math.isinf(p) else f"{p:g}"
 
 
 def pairwise_distances(x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
@@ -98,6 +112,13 @@ class LipsLevCNN(nn.Module):
             setattr(self, f"conv{i}", nn.Conv1d(widths[i], widths[i + 1], kernel_size, padding=kernel_size - 1,
                                                 bias=False))
         self.C = nn.Linear(hidden, num_classes, bias=False)
+
+    def cache_token(self) -> dict:
+        """What a cached computation on this model depends on (``ctx.cached`` keys models by it): the weights and
+        the settings that are not in the state dict (norm, normalisation, alphabet, sizes)."""
+        return {"state": dict(self.state_dict()), "p": norm_name(self.p), "lipschitz": self.lipschitz,
+                "alphabet": "".join(self.alphabet.chars), "kernel_size": self.kernel_size, "layers": self.layers,
+                "classes": self.num_classes}
 
     @property
     def convs(self) -> list[nn.Conv1d]:

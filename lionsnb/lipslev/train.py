@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lionsnb.lipslev.certify import pad_batch
 from lionsnb.lipslev.data import TextSplit
 from lionsnb.lipslev.model import LipsLevCNN, dual, pairwise_distances
+from lionsnb.progress import progress as progress_bar
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cyclic", "constant")
@@ -68,8 +69,6 @@ def train(model: LipsLevCNN, data: TextSplit, *, epochs: int = 5, batch_size: in
           reg_lambda: float = 0.0, seed: int = 0, device: str | torch.device = "cpu",
           eval_data: TextSplit | None = None, progress: bool = True) -> dict:
     """Train in place; returns the history (per epoch: loss, accuracies, M(E), M(K), M(C), head spread, lr)."""
-    from tqdm.auto import tqdm
-
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer = {optimizer!r}: use one of {OPTIMIZERS}")
     if schedule not in SCHEDULES:
@@ -94,7 +93,7 @@ def train(model: LipsLevCNN, data: TextSplit, *, epochs: int = 5, batch_size: in
     history: dict[str, list] = {k: [] for k in ("epoch", "loss", "train_acc", "eval_acc", "M(E)", "M(K)", "M(C)",
                                                  "head_spread", "lr", "seconds")}
     start = time.perf_counter()
-    bar = tqdm(range(epochs), desc="training", disable=not progress, leave=False)
+    bar = progress_bar(range(epochs), desc="training", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         order = torch.randperm(len(seqs), generator=generator)

@@ -118,7 +118,8 @@ SCHEMES = {
     "asam_elementwise_bcd": ("mup", "naive", "asam_elementwise_bcd"),
     "asam_layerwise": ("mup", "naive", "asam_layerwise"),
 }
-#: expected slopes (input, hidden, output) of the RMS effect ||e^l x^{l-1}|| against width (method note E2)
+#: expected slopes (input, hidden, output) of the RMS effect ||e^l x^{l-1}|| against width,
+#: derived from the width exponents of :mod:`lionsnb.mup2.scaling`; notebook 1 measures them
 EXPECTED_SLOPES = {
     "mup_naive": (-1.5, -0.5, 0.5),
     "mup_global": (-2.0, -1.0, 0.0),

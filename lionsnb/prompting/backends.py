@@ -165,6 +165,53 @@ def OpenAIPenaltyProcessor(prompt_length: int, frequency_penalty: float = 0.0, p
     return _penalty_processor_class()(prompt_length, frequency_penalty, presence_penalty)
 
 
+#: a local reply stops once it ends in LOOP_REPEATS or more verbatim copies of one span of at most LOOP_MAX_PERIOD
+#: tokens, the copies covering at least LOOP_SPAN tokens (greedy decoding of a small model often loops for ever)
+LOOP_REPEATS = 3
+LOOP_SPAN = 30
+LOOP_MAX_PERIOD = 40
+
+
+def repeating_tail(tokens: Sequence[int], *, repeats: int = LOOP_REPEATS, span: int = LOOP_SPAN,
+                   max_period: int = LOOP_MAX_PERIOD) -> int:
+    """The period ``p`` of the verbatim loop that ``tokens`` end in, else 0: the last ``k`` spans of ``p`` tokens
+    are equal, with ``k >= repeats`` and ``k * p >= span`` (so a run of one token needs ``span`` copies, and a
+    sentence of 12 tokens three)."""
+    tokens = list(tokens)
+    n = len(tokens)
+    for p in range(1, max_period + 1):
+        k = max(repeats, -(-span // p))
+        if k * p > n:
+            continue
+        tail = tokens[n - p:]
+        if all(tokens[n - (j + 1) * p:n - j * p] == tail for j in range(1, k)):
+            return p
+    return 0
+
+
+@functools.cache
+def _loop_stop_class():
+    from transformers import StoppingCriteria
+
+    class _LoopStop(StoppingCriteria):
+        """Stops each row whose generated tokens end in a verbatim loop (:func:`repeating_tail`)."""
+
+        def __init__(self, prompt_length: int):
+            self.prompt_length = int(prompt_length)
+
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            generated = input_ids[:, self.prompt_length:]
+            done = [False] * input_ids.shape[0]
+            if generated.shape[1] >= LOOP_SPAN:
+                window = LOOP_MAX_PERIOD * LOOP_REPEATS + LOOP_SPAN
+                done = [bool(repeating_tail(row)) for row in generated[:, -window:].tolist()]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return _LoopStop
+
+
 def _stable_int(*parts: Any) -> int:
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
@@ -180,26 +227,45 @@ class LocalHFBackend(Backend):
     a greedy reply in rare near-ties, which is one more reason to cache replies). ``max_tokens`` in the decoding
     settings caps ``max_new_tokens``.
     ``model_and_tokenizer`` (optional) injects an already loaded pair, e.g. a tiny test model.
-    ``stats`` accumulates prompts, generated tokens and generation seconds (tokens/s = tokens / seconds).
+
+    ``padded_tokens`` (optional) splits each batch by padded prompt length: the conversations are sorted by prompt
+    tokens and sub-batches filled, longest first, while ``size x longest <= padded_tokens`` and ``size <=
+    batch_size`` (a longer prompt goes alone; :func:`split_by_padding`). On a CPU the prefill of padding costs as
+    much as that of real tokens, so one long four-shot prompt no longer makes seven short ones pay for its length.
+    The split does not change the identity (nor, for greedy decoding, the replies up to rare near-ties).
+
+    ``stop_loops`` (default on) ends a reply once it repeats one span of tokens verbatim (three copies or more,
+    covering at least 30 tokens: :func:`repeating_tail`). Greedy decoding of a small model often falls into such a
+    loop and would otherwise run to the cap, and the whole batch with it; the copies cut off would only have
+    repeated the same text. It is part of the identity (replies made without it are cached apart).
+
+    ``stats`` accumulates prompts, ``generate`` calls, prompt tokens (with padding), generated tokens and generation
+    seconds (tokens/s = tokens / seconds).
     """
 
     name = "local_hf"
 
     def __init__(self, model_id_or_path: str | os.PathLike | None = None, *, max_new_tokens: int = 256,
                  batch_size: int = 8, device: Any = "cpu", seed: int = 0, model_and_tokenizer=None,
-                 progress: bool = False):
+                 progress: bool = False, padded_tokens: int | None = None, stop_loops: bool = True):
         self.model_id_or_path = model_id_or_path
+        self.stop_loops = bool(stop_loops)
         self.model = str(model_id_or_path) if model_id_or_path is not None else "SmolLM2-135M-Instruct (offline)"
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = max(1, int(batch_size))
+        if padded_tokens is not None and int(padded_tokens) < 1:
+            raise ValueError("padded_tokens must be a positive number of tokens (or None: no split)")
+        self.padded_tokens = None if padded_tokens is None else int(padded_tokens)
         self.device = device
         self.seed = int(seed)
         self.progress = progress
         self._lm = model_and_tokenizer
-        self.stats = {"prompts": 0, "batches": 0, "generated_tokens": 0, "seconds": 0.0}
+        self.stats = {"prompts": 0, "batches": 0, "generated_tokens": 0, "seconds": 0.0, "prompt_tokens": 0,
+                      "padded_prompt_tokens": 0}
 
     def identity(self) -> dict:
-        return {"kind": self.name, "model": self.model, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+        return {"kind": self.name, "model": self.model, "max_new_tokens": self.max_new_tokens, "seed": self.seed,
+                "stop_loops": self.stop_loops}
 
     def _load(self):
         if self._lm is None:
@@ -224,16 +290,31 @@ class LocalHFBackend(Backend):
     def chat(self, messages: Messages, **decoding) -> str:
         return self.chat_batch([messages], **decoding)[0]
 
+    def prompt_lengths(self, batch: Sequence[Messages]) -> list[int]:
+        """Prompt tokens of each conversation (chat template included)."""
+        tokenizer = self.tokenizer
+        return [len(tokenizer(self.prompt_text(m), add_special_tokens=False)["input_ids"]) for m in batch]
+
+    def plan_batches(self, batch: Sequence[Messages]) -> list[list[int]]:
+        """Indices of the ``generate`` calls for ``batch``: chunks of ``batch_size`` in order, or, with
+        ``padded_tokens``, the padding-aware split of :func:`split_by_padding`."""
+        if self.padded_tokens is None:
+            return [list(range(i, min(i + self.batch_size, len(batch)))) for i in range(0, len(batch),
+                                                                                      self.batch_size)]
+        return split_by_padding(self.prompt_lengths(batch), self.batch_size, self.padded_tokens)
+
     def chat_batch(self, batch: Sequence[Messages], **decoding) -> list[str]:
         settings = normalize_decoding(decoding)
-        out: list[str] = []
-        for start in range(0, len(batch), self.batch_size):
-            out.extend(self._generate(list(batch[start:start + self.batch_size]), settings))
-        return out
+        batch = list(batch)
+        out: list[str | None] = [None] * len(batch)
+        for group in self.plan_batches(batch):
+            for i, reply in zip(group, self._generate([batch[i] for i in group], settings)):
+                out[i] = reply
+        return [r if r is not None else "" for r in out]
 
     def _generate(self, batch: list[Messages], settings: dict) -> list[str]:
         import torch
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers import LogitsProcessorList, StoppingCriteriaList, TemperatureLogitsWarper, TopPLogitsWarper
 
         model, tokenizer = self._load()
         texts = [self.prompt_text(m) for m in batch]
@@ -246,6 +327,8 @@ class LocalHFBackend(Backend):
         input_ids = enc["input_ids"].to(model.device)
         attention_mask = enc["attention_mask"].to(model.device)
         prompt_length = input_ids.shape[1]
+        self.stats["prompt_tokens"] += int(attention_mask.sum())
+        self.stats["padded_prompt_tokens"] += int(attention_mask.numel())
         max_new = self.max_new_tokens if "max_tokens" not in settings else min(self.max_new_tokens,
                                                                                settings["max_tokens"])
         processors = LogitsProcessorList()
@@ -260,6 +343,8 @@ class LocalHFBackend(Backend):
         eos = tokenizer.eos_token_id
         kwargs = dict(attention_mask=attention_mask, max_new_tokens=max_new, logits_processor=processors,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        if self.stop_loops:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_loop_stop_class()(prompt_length)])
         if sample:
             kwargs.update(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
         else:
@@ -271,9 +356,11 @@ class LocalHFBackend(Backend):
         seconds = time.perf_counter() - start
         new = output[:, prompt_length:]
         replies, n_tokens = [], 0
+        ends = {t for t in (eos, tokenizer.pad_token_id) if t is not None}
         for row in new.tolist():
-            if eos is not None and eos in row:
-                row = row[:row.index(eos) + 1]
+            end = next((i for i, t in enumerate(row) if t in ends), None)  # after EOS (or a stop) come pad tokens
+            if end is not None:
+                row = row[:end + 1]
             n_tokens += len(row)
             replies.append(tokenizer.decode(row, skip_special_tokens=True).strip())
         self.stats["prompts"] += len(batch)
@@ -285,6 +372,22 @@ class LocalHFBackend(Backend):
     def tokens_per_second(self) -> float:
         """Generated tokens per second of generation so far (``stats``)."""
         return self.stats["generated_tokens"] / self.stats["seconds"] if self.stats["seconds"] else float("nan")
+
+
+def split_by_padding(lengths: Sequence[int], batch_size: int, padded_tokens: int) -> list[list[int]]:
+    """Sub-batches (lists of indices) of prompts with these lengths: longest first, a group grows while
+    ``len(group) x longest <= padded_tokens`` and ``len(group) <= batch_size``. Every index appears once."""
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and ((len(current) + 1) * int(lengths[current[0]]) > padded_tokens or len(current) >= batch_size):
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible HTTP endpoint
@@ -697,12 +800,19 @@ class ResponseCache:
             return None
         return record if isinstance(record, dict) and isinstance(record.get("reply"), str) else None
 
-    def put(self, key: str, record: dict) -> Path:
+    def put(self, key: str, record: dict, *, sync: bool = True) -> Path:
+        """Store ``record`` (it needs a string ``reply``) as ``<key>.json``, atomically.
+
+        ``sync=False`` skips the per-file ``fsync``: a reader still never sees half a file, but a power cut may lose
+        the latest records. Use it for replies that are instant to regenerate (the scripted stand-in's thousands of
+        calls), where the sync would dominate the run time; keep it for a model or a paid endpoint.
+        """
         if not isinstance(record.get("reply"), str):
             raise ValueError("a cache record needs a string 'reply'")
         created = record.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = {**record, "created": created}
-        return atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, indent=1, sort_keys=True))
+        return atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, indent=1, sort_keys=True),
+                                 sync=sync)
 
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()

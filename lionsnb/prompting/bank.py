@@ -419,22 +419,6 @@ def load_bank(directory: str | os.PathLike | None = None) -> Bank:
                               courses_path.name, questions_path.name)
 
 
-def save_bank(bank: Bank, directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``courses.json`` and ``questions.json`` in our schema into ``directory``; returns the two paths."""
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    courses_path, questions_path = folder / "courses.json", folder / "questions.json"
-    _write_json(courses_path, [asdict(c) for c in bank.courses.values()])
-    _write_json(questions_path, [q.to_dict() for q in bank.questions])
-    return courses_path, questions_path
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # validation
 
@@ -1003,7 +987,7 @@ def write_teacher_file(bank: Bank, path: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "Bank", "Course", "Question", "load_bank", "save_bank", "validate_bank", "load_official", "load_teacher_file",
+    "Bank", "Course", "Question", "load_bank", "validate_bank", "load_official", "load_teacher_file",
     "write_teacher_file", "question_from_dict", "course_from_dict", "DATA_DIR", "QUESTION_TYPES", "LANGUAGES",
     "YEARS", "DIFFICULTIES", "BLOOM_LEVELS", "KINDS", "TEACHER_COLUMNS", "OPTION_SEPARATOR", "OFFICIAL_RELEASE",
 ]

@@ -15,6 +15,7 @@ The official extraction code is not released: the rules below are ours and are d
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -47,7 +48,12 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #      With the option texts known, a line "k. text" only counts when its text agrees with option k, so a numbered
 #      list of reasoning steps is not read as a choice (and "3. <text of option 4>" is ambiguous).
 #   3. the whole reply is the text of one option (or, for MCQ-n, of several, one per line / separated by ";").
-#   4. bracket style only: the last bracketed label group of the reply ("... so [C]").
+#   4. the reply ends by stating the text of one option after a copula: "The maximum efficiency ... is 67%."
+#      ("is", "are", "equals", "=", "est", "vaut", ...; the LAST copula whose rest of the reply is an option's text).
+#   5. bracket style only: the last bracketed label group of the reply ("... so [C]").
+# Texts are compared after NFKC normalisation, with non-breaking and other Unicode spaces read as spaces, case and
+# markdown ignored, and the space between a number and its unit or percent sign optional: "1. 25%" agrees with the
+# option "25 %", "300K" with "300 K".
 # A label and its text: after "B:", "B)", "B.", "(B)" or "[B]" the rest of the line is that option's text, even
 # when it starts with a capital that is also a label ("B: A FIFO queue", "(B) I/O-bound", "[C]: A heap"). Several
 # labels on one line need a list separator ("A, C", "A and C", "[A] et [C]", also after a label's own option text:
@@ -161,12 +167,29 @@ def _option_text_at(s: str, pos: int, options: Sequence[str] | None) -> tuple[in
     return best
 
 
+@functools.lru_cache(maxsize=4096)
+def _option_pattern(option: str) -> re.Pattern | None:
+    """A case-insensitive pattern for an option's text written anywhere: spaces between words stretch, and the space
+    between a number and its unit or percent sign is optional ("25 %" matches "25%", "300K" matches "300 K")."""
+    text = _UNIT_GAP.sub("", _clean(option))
+    if not text.strip():
+        return None
+    parts = []
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if parts and parts[-1] != r"[ \t]+":
+                parts.append(r"[ \t]+")
+            continue
+        if i and text[i - 1].isdigit() and _UNIT_START.match(ch):
+            parts.append(r"[ \t]*")
+        parts.append(re.escape(ch))
+    return re.compile(r"(?i)" + "".join(parts) + r"(?!\w)")
+
+
 def _option_end(s: str, pos: int, option: str) -> int | None:
     """Where the option's text ends when it is written at ``s[pos]`` (case and spacing ignored), else None."""
-    words = _clean(option).split()
-    if not words:
-        return None
-    m = re.compile(r"(?i)" + r"[ \t]+".join(re.escape(w) for w in words) + r"(?!\w)").match(s, pos)
+    pattern = _option_pattern(option)
+    m = pattern.match(s, pos) if pattern is not None else None
     return m.end() if m else None
 
 
@@ -208,10 +231,18 @@ def _labels_at(s: str, pos: int, style: str, phrase: bool,
     return None
 
 
+#: a space between a number and its unit or percent sign ("25 %", "300 K", "9.81 m/s"): optional when comparing texts
+_UNIT_GAP = re.compile(r"(?<=\d)[^\S\n]+(?=[%‰°µΩ]|[^\W\d_])")
+_UNIT_START = re.compile(r"[%‰°µΩ]|[^\W\d_]")
+
+
 def _norm_text(s: str) -> str:
+    """A text as compared with an option's: NFKC, lower case, no markdown, spaces collapsed, no space between a number
+    and its unit or percent sign, outer punctuation stripped."""
     s = unicodedata.normalize("NFKC", s).lower()
     s = re.sub(r"[*_`$\\]", "", s)
     s = re.sub(r"\s+", " ", s)
+    s = _UNIT_GAP.sub("", s)
     return s.strip(" \t\n.;:,!?\"'«»()[]")
 
 
@@ -339,10 +370,36 @@ def _finish(labels: list[int], n_options: int, multiple: bool) -> tuple[int, ...
     return tuple(chosen)
 
 
+#: non-breaking, thin and other Unicode spaces, read as plain spaces
+_ODD_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
 def _clean(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
-    text = text.replace("\u2019", "'").replace("\u00a0", " ").replace("\u202f", " ")
+    text = _ODD_SPACES.sub(" ", text.replace("\u2019", "'"))
     return re.sub(r"\*\*|__|`", "", text).replace("\r\n", "\n").strip()
+
+
+#: a copula that states a conclusion: "... is 67%.", "... are A and C", "... est 50 %", "... = 0.5"
+_STATEMENT_RE = re.compile(r"(?i)\b(?:is|are|equals|would\s+be|will\s+be|est|sont|vaut|valent|serait)\b|=|≈")
+_MAX_STATEMENTS = 20
+
+
+def _statement_options(s: str, options: Sequence[str] | None, multiple: bool) -> list[int] | None:
+    """Rule 4: the reply ENDS by stating an option's text after a copula ("The maximum efficiency ... is 67%.").
+
+    The copulas are tried from the last one backwards; the rest of the reply after one (trailing punctuation aside)
+    must be exactly the text of one option (several, one per line or joined by "and"/";", for MCQ-n). A statement
+    followed by anything else (more option lines, more reasoning) does not count.
+    """
+    if not options:
+        return None
+    for m in reversed(list(_STATEMENT_RE.finditer(s))[-_MAX_STATEMENTS:]):
+        tail = s[m.end():].strip(" \t\n:")
+        found = _match_option_texts(tail, options, multiple) if tail else None
+        if found:
+            return found
+    return None
 
 
 def extract_mcq(text: str | None, n_options: int, style: str, multiple: bool, *,
@@ -408,7 +465,11 @@ def _extract_mcq(text: str | None, n_options: int, style: str, multiple: bool, *
         by_text = _match_option_texts(s, opts, multiple)
         if by_text:
             return _finish(by_text, n_options, multiple)
-        # rule 4: the bracket style's last bracketed group
+        # rule 4: the reply ends by stating the text of the option(s) ("... is 67%.")
+        stated = _statement_options(s, opts, multiple)
+        if stated:
+            return _finish(stated, n_options, multiple)
+        # rule 5: the bracket style's last bracketed group
         if style == "bracket":
             groups = _bracket_groups(s, style)
             if groups:

@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "STRATEGIES", "LABEL_STYLE", "CALLS", "Messages", "Answer", "demonstrations", "strategy_plan", "build_messages",
     "format_options", "run_plan", "question_kind", "language_code", "closing_phrase", "parse_experts",
-    "majority_vote", "tfidf_matrix", "DEMO_CHAR_BUDGET",
+    "majority_vote", "tfidf_matrix", "DEMO_CHAR_BUDGET", "REASONING", "reply_token_caps",
 ]
 
 Messages = list[dict[str, str]]
@@ -78,6 +78,18 @@ LABEL_STYLE = {
 
 #: model calls per question: (MCQ, open answer)
 CALLS = {s: (1, 1) for s in STRATEGIES} | {"self_refine": (3, 3), "expert_prompting": (4, 5)}
+
+#: strategies whose prompts ask the model to reason before it answers (chain of thought, three experts, four stages,
+#: answer-feedback-refine): their replies need several times more tokens than a direct answer
+REASONING = ("cot_zero_shot", "cot_four_shot", "tree_of_thought", "metacog", "self_refine")
+
+
+def reply_token_caps(direct: int, reasoning: int) -> dict[str, int]:
+    """Per strategy, the most tokens a reply may have: ``reasoning`` for :data:`REASONING`, ``direct`` for the
+    others (zero-shot, one-shot and the expert calls, which ask for the answer alone)."""
+    if int(direct) < 1 or int(reasoning) < 1:
+        raise ValueError("reply token caps must be positive")
+    return {s: int(reasoning if s in REASONING else direct) for s in STRATEGIES}
 
 #: four-shot prompts drop their least similar demonstrations until the demo turns fit in this many characters
 #: (about 4,000 tokens; the release drops demos past its context cap in the same spirit)

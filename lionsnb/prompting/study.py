@@ -30,7 +30,7 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lionsnb.prompting.backends import DETERMINISTIC, Backend, ResponseCache, normalize_decoding
@@ -43,7 +43,7 @@ from lionsnb.prompting.grading import (
     grader_messages,
     grader_retry_messages,
 )
-from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, demonstrations, strategy_plan
+from lionsnb.prompting.strategies import LABEL_STYLE, STRATEGIES, demonstrations, majority_vote, strategy_plan
 
 #: how many demonstrations each strategy uses (the others use none)
 DEMO_COUNTS = {"one_shot": 1, "cot_four_shot": 4}
@@ -51,7 +51,7 @@ DEMO_COUNTS = {"one_shot": 1, "cot_four_shot": 4}
 DEFAULT_NUMERIC_TOLERANCE = 0.01
 ROW_KEYS = ("question_id", "course_id", "program", "year", "language", "question_type", "multiple", "bloom",
             "difficulty", "strategy", "raw_answer", "parsed", "parseable", "grade", "grade_label", "numeric_ok",
-            "calls", "cached_calls", "grader_calls", "cached_grader_calls", "grader_reply")
+            "calls", "cached_calls", "grader_calls", "cached_grader_calls", "grader_reply", "max_tokens")
 
 
 def _courses_for(questions, bank):
@@ -127,18 +127,25 @@ def _pair_plan(question, course, strategy: str, demos, *, grader: Backend | None
 
 def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir: str | os.PathLike, *, bank=None,
               decoding: dict = DETERMINISTIC, grader: Backend | None = None, points: dict = DEFAULT_POINTS,
-              progress: bool = True, grader_decoding: dict | None = None, partial: bool = False) -> list[dict]:
+              progress: bool = True, grader_decoding: dict | None = None, partial: bool = False,
+              max_tokens: int | Mapping[str, int] | None = None, sync: bool = True) -> list[dict]:
     """One row per (question, strategy), in question-major order (see the module docstring).
 
-    ``questions``: a Bank or a sequence of Questions. ``bank`` supplies the courses and the demonstrations of
-    ``one_shot``/``cot_four_shot`` (required for those; defaults to ``questions`` when that is a Bank; for other
-    strategies the courses fall back to the project's bank). When ``questions`` is a sample of a bank, pass the
-    whole bank as ``bank`` so that the demonstrations are drawn from all of a course's questions.
+    ``questions``: a Bank or a plain sequence of Questions. ``bank`` supplies the courses and the demonstrations of
+    ``one_shot``/``cot_four_shot``; it defaults to ``questions`` when that is a Bank, else to the project's bank
+    (:func:`~lionsnb.prompting.bank.load_bank`), from which the other strategies' courses come too. When
+    ``questions`` is a sample of a bank, pass the whole bank as ``bank`` so that the demonstrations are drawn from
+    all of a course's questions; a course the demonstrations' bank does not hold gets none (the prompt then has
+    fewer demonstration exchanges).
     ``decoding``: the answer calls' settings (:data:`~lionsnb.prompting.backends.DETERMINISTIC` or
-    :data:`~lionsnb.prompting.backends.PAPER_DECODING`); ``grader_decoding`` defaults to ``decoding``. ``points``
-    maps grade labels to scores. ``partial``: Jaccard credit for MCQ-n instead of exact set match.
+    :data:`~lionsnb.prompting.backends.PAPER_DECODING`); ``grader_decoding`` defaults to ``decoding``.
+    ``max_tokens``: the reply cap of the answer calls, one number or one per strategy
+    (:func:`~lionsnb.prompting.strategies.reply_token_caps`: reasoning strategies need more room); it becomes part
+    of that strategy's decoding settings, hence of the cache key, and of each row (``max_tokens``). ``points`` maps
+    grade labels to scores. ``partial``: Jaccard credit for MCQ-n instead of exact set match. ``sync=False`` stores
+    the replies without a per-file ``fsync`` (:meth:`~lionsnb.prompting.backends.ResponseCache.put`).
     """
-    from tqdm.auto import tqdm
+    from lionsnb.progress import progress as progress_bar
 
     strategies = list(strategies)
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -147,10 +154,10 @@ def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir:
     if bank is None and hasattr(questions, "questions") and hasattr(questions, "courses"):
         bank = questions
     question_list = list(getattr(questions, "questions", questions))
-    needs_demos = sorted({s for s in strategies if s in DEMO_COUNTS})
-    if needs_demos and bank is None:
-        raise ValueError(f"strategies {needs_demos} need demonstrations: pass bank=... (the bank the demonstrations "
-                         f"are drawn from, e.g. load_bank())")
+    if bank is None and any(s in DEMO_COUNTS for s in strategies):
+        from lionsnb.prompting.bank import load_bank
+
+        bank = load_bank()  # demonstrations come from the project's bank, as the courses do
     courses = _courses_for(questions, bank)
     missing = sorted({q.course_id for q in question_list} - set(courses))
     if missing:
@@ -159,10 +166,17 @@ def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir:
                       if label not in points]
     if grader is not None and missing_points:
         raise ValueError(f"points has no score for {missing_points}")
+    caps = _caps(max_tokens, strategies)
     decoding = normalize_decoding(decoding)
+    answer_decoding = {st: normalize_decoding(decoding, max_tokens=caps[st]) if caps[st] else decoding
+                       for st in strategies}
     grader_decoding = normalize_decoding(grader_decoding if grader_decoding is not None else decoding)
     cache = ResponseCache(cache_dir)
-    route = {"answer": (backend, decoding, ""), "grader": (grader, grader_decoding, "grader:")}
+    targets = {"answer": backend, "grader": grader}
+
+    def route(role: str, strategy: str) -> tuple[dict, str]:
+        """(decoding, cache-key prefix) of a call."""
+        return (answer_decoding[strategy], "") if role == "answer" else (grader_decoding, "grader:")
 
     demo_memo: dict[tuple[str, int], list] = {}
 
@@ -190,11 +204,13 @@ def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir:
             row = stop.value
             row["cached_calls"] = state["cached"]["answer"]
             row["cached_grader_calls"] = state["cached"]["grader"]
+            row["max_tokens"] = caps[state["strategy"]]
             state["row"] = row
             bar.update(1)
 
     sent = hits = 0
-    with tqdm(total=len(states), desc="study", unit="pair", disable=not progress) as bar:
+    identities = {role: target.identity() for role, target in targets.items() if target is not None}
+    with progress_bar(total=len(states), desc="study", unit="pair", disable=not progress) as bar:
         for state in states:
             advance(state, first=True)
         rounds = 0
@@ -206,13 +222,12 @@ def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir:
                 waiting = [s for s in waiting if s["pending"][0] == "answer"]  # so the grader gets full batches
             rounds += 1
             replies: dict[str, str] = {}
-            to_send: dict[str, list] = defaultdict(list)  # role -> [(key, messages, state)]
+            to_send: dict[tuple, list] = defaultdict(list)  # (role, decoding) -> [(key, messages, state)]
             queued: set[str] = set()
             keys = []
-            identities = {role: target.identity() for role, (target, _, _) in route.items() if target is not None}
             for state in waiting:
                 role, messages = state["pending"]
-                target, dec, prefix = route[role]
+                dec, prefix = route(role, state["strategy"])
                 key = ResponseCache.key(identities[role], prefix + state["strategy"], dec, state["q"].question_id,
                                         messages)
                 keys.append(key)
@@ -225,28 +240,45 @@ def run_study(questions, strategies: Sequence[str], backend: Backend, cache_dir:
                     hits += 1
                 elif key not in queued:
                     queued.add(key)
-                    to_send[role].append((key, messages, state))
-            for role, items in to_send.items():
-                target, dec, prefix = route[role]
+                    to_send[role, json.dumps(dec, sort_keys=True)].append((key, messages, state, dec, prefix))
+            for (role, _), items in to_send.items():
+                target = targets[role]
                 items.sort(key=lambda item: -sum(len(m["content"]) for m in item[1]))  # similar lengths together
                 size = max(1, int(getattr(target, "batch_size", 1) or 1))
                 for start in range(0, len(items), size):
                     group = items[start:start + size]
-                    got = target.chat_batch([messages for _, messages, _ in group], **dec)
+                    dec = group[0][3]
+                    got = target.chat_batch([messages for _, messages, _, _, _ in group], **dec)
                     if len(got) != len(group):
                         raise RuntimeError(f"{type(target).__name__}.chat_batch returned {len(got)} replies for "
                                            f"{len(group)} conversations")
-                    for (key, _, state), reply in zip(group, got):
+                    for (key, _, state, _, prefix), reply in zip(group, got):
                         reply = reply if isinstance(reply, str) else str(reply)
                         cache.put(key, {"reply": reply, "identity": identities[role],
                                         "strategy": prefix + state["strategy"],
-                                        "question_id": state["q"].question_id, "decoding": dec})
+                                        "question_id": state["q"].question_id, "decoding": dec}, sync=sync)
                         replies[key] = reply
                     sent += len(group)
                     bar.set_postfix(round=rounds, sent=sent, cached=hits)
             for state, key in zip(waiting, keys):
                 advance(state, replies[key])
     return [state["row"] for state in states]
+
+
+def _caps(max_tokens: int | Mapping[str, int] | None, strategies: Sequence[str]) -> dict[str, int | None]:
+    """The reply cap of each strategy's answer calls (None: the backend's own)."""
+    if max_tokens is None:
+        return {st: None for st in strategies}
+    if isinstance(max_tokens, Mapping):
+        missing = [st for st in strategies if st not in max_tokens]
+        if missing:
+            raise ValueError(f"max_tokens has no cap for {missing}")
+        caps = {st: int(max_tokens[st]) for st in strategies}
+    else:
+        caps = {st: int(max_tokens) for st in strategies}
+    if any(c < 1 for c in caps.values()):
+        raise ValueError("max_tokens must be positive")
+    return caps
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -274,21 +306,16 @@ def accuracy_by_strategy(rows: Iterable[dict]) -> dict[str, float]:
 
 
 def _majority(question_rows: list[dict]) -> float:
+    """The majority-vote score of one question's rows: the grade of the most frequent answer (MCQ: the parsed
+    option set, unparseable answers do not vote, no vote scores 0; open answers: the grade itself), ties to the
+    strategy listed first (:func:`~lionsnb.prompting.strategies.majority_vote`)."""
     ordered = sorted(question_rows, key=lambda r: _strategy_rank(r["strategy"]))
     if ordered[0].get("question_type") == "mcq":
-        votes = [r for r in ordered if r.get("parsed") is not None]
-        if not votes:
-            return 0.0
-        answer = lambda r: tuple(sorted(r["parsed"]))  # noqa: E731
+        answers = [tuple(sorted(r["parsed"])) if r.get("parsed") is not None else None for r in ordered]
     else:
-        votes = ordered
-        answer = lambda r: float(r["grade"])  # noqa: E731
-    counts = Counter(answer(r) for r in votes)
-    best = max(counts.values())
-    for r in votes:  # first in strategy order among the most frequent answers
-        if counts[answer(r)] == best:
-            return float(r["grade"])
-    raise AssertionError("unreachable")
+        answers = [float(r["grade"]) for r in ordered]
+    _, who = majority_vote(answers)
+    return 0.0 if who is None else float(ordered[who]["grade"])
 
 
 def question_scores(rows: Iterable[dict], how: str = "mean") -> dict[str, float]:
@@ -319,6 +346,33 @@ def unparseable_rate(rows: Iterable[dict]) -> dict[str, float]:
         if r.get("question_type") == "mcq":
             groups[r["strategy"]].append(not r.get("parseable"))
     return {s: _mean([float(x) for x in groups[s]]) for s in sorted(groups, key=_strategy_rank)}
+
+
+def truncated_rate(rows: Iterable[dict]) -> dict[str, float]:
+    """Per strategy, the fraction of final answers that stopped at their reply cap (the rows' ``truncated`` flag,
+    set by :func:`lionsnb.prompting.assistant.mark_truncated`); rows without the flag are skipped."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if r.get("truncated") is not None:
+            groups[r["strategy"]].append(bool(r["truncated"]))
+    return {s: _mean([float(x) for x in groups[s]]) for s in sorted(groups, key=_strategy_rank)}
+
+
+def strategy_summary(rows: Sequence[dict]) -> list[dict]:
+    """One line per strategy present in ``rows`` (in :data:`STRATEGIES` order): answers, graded answers, accuracy
+    over the graded ones, MCQ accuracy, MCQ unparseable rate and truncated rate (NaN where there is nothing)."""
+    rows = list(rows)
+    acc = accuracy_by_strategy(rows)
+    mcq = accuracy_by_strategy([r for r in rows if r.get("question_type") == "mcq"])
+    unp, cut = unparseable_rate(rows), truncated_rate(rows)
+    nan = float("nan")
+    out = []
+    for s in sorted({r["strategy"] for r in rows}, key=_strategy_rank):
+        mine = [r for r in rows if r["strategy"] == s]
+        out.append({"strategy": s, "answers": len(mine), "graded": sum(r.get("grade") is not None for r in mine),
+                    "accuracy": acc.get(s, nan), "mcq_accuracy": mcq.get(s, nan), "unparseable": unp.get(s, nan),
+                    "truncated": cut.get(s, nan)})
+    return out
 
 
 def summary(rows: Sequence[dict]) -> dict:
@@ -370,6 +424,17 @@ def course_scores(rows: Sequence[dict], how: str = "mean", *, mcq_weight: float 
     return out
 
 
+def program_pass_rates(course_scores: Mapping[str, float], program_of: Mapping[str, Any], theta: float
+                       ) -> dict[Any, float]:
+    """Per program, the fraction of its courses whose score is >= ``theta`` (a score equal to theta passes; a
+    rounding margin of 1e-12 keeps a score that equals theta up to float error)."""
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for cid, score in course_scores.items():
+        groups[program_of[cid]].append(score)
+    return {program: sum(s >= theta - 1e-12 for s in values) / len(values)
+            for program, values in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
 def pass_rates(rows: Sequence[dict], thresholds: Sequence[float], how: str = "mean", *,
                mcq_weight: float | None = None) -> dict[str, list[float]]:
     """Per program, for each threshold θ, the fraction of the program's courses whose score is >= θ."""
@@ -378,13 +443,6 @@ def pass_rates(rows: Sequence[dict], thresholds: Sequence[float], how: str = "me
     program_of: dict[str, Any] = {}
     for r in rows:
         program_of.setdefault(r["course_id"], r.get("program"))
-    programs: dict[Any, list[float]] = defaultdict(list)
-    for cid, score in scores.items():
-        programs[program_of[cid]].append(score)
-    return {program: [sum(s >= theta - 1e-12 for s in values) / len(values) for theta in thresholds]
-            for program, values in sorted(programs.items(), key=lambda kv: str(kv[0]))}
-
-
-def rows_to_json(rows: Sequence[dict]) -> str:
-    """The rows as JSON text (e.g. to save a study next to its cache)."""
-    return json.dumps(list(rows), ensure_ascii=False, indent=1)
+    per_theta = [program_pass_rates(scores, program_of, theta) for theta in thresholds]
+    programs = per_theta[0] if per_theta else program_pass_rates(scores, program_of, 0.0)
+    return {program: [rates[program] for rates in per_theta] for program in programs}

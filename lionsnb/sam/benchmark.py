@@ -19,8 +19,10 @@ run in parallel; the backends are those of :mod:`lionsnb.sam.parallel`:
 * ``sampa-vmap``: one vmapped call (models without BatchNorm only, e.g. ``--no-batch-norm``).
 
 On CPU every method uses ``--threads`` intra-op threads (default 1) and each distributed rank one, so
-SAMPa's backends may use two cores where SGD and SAM use one.  On a shared 2-core machine expect no
-speed-up from parallel SAMPa (method note, section 4).
+SAMPa's backends may use two cores where SGD and SAM use one.  Whether the two gradients overlap depends
+on idle compute: on an idle 2-core CPU a small model leaves a core free and the concurrent backend's step
+takes less than SAM's; on a machine whose cores are busy with other work it may take as long or longer.
+Report the load average next to the ratios.
 """
 from __future__ import annotations
 
@@ -178,8 +180,9 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark, print the table, and return (and optionally write) the numbers."""
+def main(argv: list[str] | None = None, verbose: bool = True) -> dict:
+    """Run the benchmark, print the table (unless ``verbose=False``), and return (and optionally write) the
+    numbers."""
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -215,14 +218,15 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "methods": rows,
     }
-    print(f"SAM/SAMPa step benchmark: {args.model} (width {args.width}), batch {args.batch}, {args.dtype}, "
-          f"device {device} ({device_name}), {threads} intra-op thread(s), {os.cpu_count()} CPU(s), "
-          f"median of {args.steps} steps after {args.warmup} warm-up")
-    print(format_table(rows))
-    sampa_vs_sam = {name: row["vs_sam"] for name, row in rows.items()
-                    if name.startswith("sampa") and row["vs_sam"] is not None}
-    if sampa_vs_sam:
-        print("SAMPa / SAM: " + ", ".join(f"{name.split('-', 1)[1]} {r:.2f}" for name, r in sampa_vs_sam.items()))
+    if verbose:
+        print(f"SAM/SAMPa step benchmark: {args.model} (width {args.width}), batch {args.batch}, {args.dtype}, "
+              f"device {device} ({device_name}), {threads} intra-op thread(s), {os.cpu_count()} CPU(s), "
+              f"median of {args.steps} steps after {args.warmup} warm-up")
+        print(format_table(rows))
+        sampa_vs_sam = {name: row["vs_sam"] for name, row in rows.items()
+                        if name.startswith("sampa") and row["vs_sam"] is not None}
+        if sampa_vs_sam:
+            print("SAMPa / SAM: " + ", ".join(f"{name.split('-', 1)[1]} {r:.2f}" for name, r in sampa_vs_sam.items()))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
@@ -231,12 +235,14 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def time_methods(device: torch.device | str, width: int = 512, steps: int = 20, warmup: int = 3,
-                 batch: int = 256, seed: int = 0, distributed: bool = True) -> dict[str, float]:
+                 batch: int = 256, seed: int = 0, distributed: bool = True, verbose: bool = False
+                 ) -> dict[str, float]:
     """Median ms per step of SGD, SAM and SAMPa (sequential, concurrent and, if asked, distributed), measured
-    in one run on ``device`` with torch's current thread setting; prints the benchmark's table."""
+    in one run on ``device`` with torch's current thread setting (``verbose=True`` prints the benchmark's table)."""
     methods = ["sgd", "sam", "sampa-sequential", "sampa-concurrent"] + (["sampa-distributed"] if distributed else [])
     result = main(["--device", str(device), "--width", str(width), "--steps", str(steps), "--warmup", str(warmup),
-                   "--batch", str(batch), "--seed", str(seed), "--threads", "0", "--methods", ",".join(methods)])
+                   "--batch", str(batch), "--seed", str(seed), "--threads", "0", "--methods", ",".join(methods)],
+                  verbose=verbose)
     return {name: round(row["ms_per_step"], 3) for name, row in result["methods"].items()
             if row["ms_per_step"] is not None}
 

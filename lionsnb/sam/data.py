@@ -97,7 +97,19 @@ def build_model(kind: str, data: Split, width: int = 256) -> nn.Module:
     raise ValueError(f"unknown model {kind!r}: use mlp, mlp_bn, cnn or resnet20")
 
 
+def model_kind(profile_model: str, dataset: str) -> str:
+    """The model a notebook trains: ResNet-20 only makes sense on CIFAR-10, elsewhere the profile's MLP
+    (``profile_model`` is the profile's ``model`` size: mlp, mlp_bn, cnn or resnet20)."""
+    if dataset == "cifar10":
+        return "resnet20"
+    return "mlp" if profile_model == "resnet20" else profile_model
+
+
+def split_fields(name: str, n_train: int | None = None, seed: int = 0) -> dict:
+    """:func:`load_data` as a plain dict of its fields (what the cache stores)."""
+    return vars(load_data(name, n_train, seed))
+
+
 def cached_split(ctx, name: str, n_train: int | None, seed: int) -> Split:
     """:func:`load_data` through the notebook's cache (MNIST-1D takes seconds to generate)."""
-    fields = ctx.cached(f"data_{name}", lambda: vars(load_data(name, n_train, seed)), n_train=n_train, seed=seed)
-    return Split(**fields)
+    return Split(**ctx.cached(f"data_{name}", split_fields, name=name, n_train=n_train, seed=seed))

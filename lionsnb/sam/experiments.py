@@ -1,6 +1,7 @@
 """Training runs, sharpness and loss landscapes shared by the SAM-series notebooks."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ def train_run(data: Split, method: str, *, rho: float = 0.0, lam: float = 0.2, m
     """
     torch.manual_seed(seed)
     model = build_model(model_kind, data, width).to(device)
-    loss_fn = (lambda logits, t: smooth_cross_entropy(logits, t, smoothing))
+    loss_fn = functools.partial(smooth_cross_entropy, smoothing=smoothing)
     opt, step = make_optimizer(method, model, loss_fn, lr=lr, rho=rho, lam=lam)
     start = time.perf_counter()
     hist = fit(model, data.x_train, data.y_train, epochs=epochs, optimizer=opt, step=step, loss_fn=loss_fn,

@@ -61,3 +61,18 @@ def bisam_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "log", m
 def zero_one_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-sample 0-1 loss: 1 where the prediction is wrong."""
     return (logits.argmax(-1) != targets).to(logits.dtype)
+
+
+def q_lower_bound(logits: torch.Tensor, targets: torch.Tensor, kind: str = "log", mu: float = 1.0,
+                  alpha: float = 0.1) -> torch.Tensor:
+    """Q with the paper's 1/mu, minus log(K)/mu: per sample a lower bound of the 0-1 loss.
+
+    (1/mu) logsumexp_j(mu phi_j) <= max_j phi_j + log(K)/mu, and max_j phi(F_j) <= 0-1 loss
+    because phi(0) = 0 (the j = y term) and phi(x) <= 1[x >= 0] for every x.
+    """
+    return bisam_loss(logits, targets, kind, mu, alpha) / mu - math.log(logits.shape[-1]) / mu
+
+
+def ce_upper_bound(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in bits, CE / log 2: per sample an upper bound of the 0-1 loss."""
+    return F.cross_entropy(logits, targets, reduction="none") / math.log(2.0)

@@ -201,7 +201,8 @@ class SAMPa:
 
     @torch.no_grad()
     def extrapolation(self, x: torch.Tensor) -> torch.Tensor:
-        """y_{t+1} = x_t - lr (grad f(y_t) + wd x_t + momentum buf_t); at step 1 (no buffer yet) x_t - lr grad f(y_t)."""
+        """y_{t+1} = x_t - lr (grad f(y_t) + wd x_t + momentum buf_t); at step 1 (no buffer yet)
+        x_t - lr grad f(y_t)."""
         group = self.base.param_groups[0]
         direction = self.gy.clone()
         if self.steps > 0:

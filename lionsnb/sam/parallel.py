@@ -26,10 +26,10 @@ from the g0 pass (at x~_t on the previous batch); those of the g1 pass are disca
 the running statistics do not influence the gradients (BatchNorm normalises with batch statistics),
 so the g1 pass may run on a replica whose buffers lag behind.
 
-Speed: the two gradients only overlap when one gradient does not saturate the hardware.  On a shared
-2-core CPU no speed-up should be expected (see the method note, section 4: two concurrent single-thread
-matmul processes each ran about 2x slower than one alone).  Compare with SAM on the same device in the
-same run (``benchmarks/sam_step.py``).
+Speed: the two gradients only overlap when one gradient does not saturate the hardware: a GPU that one
+small gradient does not fill, or a CPU core that is idle (torch's intra-op threads do not scale well on
+small matrices, so a second gradient on a second thread can gain even on 2 cores; on cores busy with other
+work it cannot).  Compare with SAM on the same device in the same run (``benchmarks/sam_step.py``).
 """
 from __future__ import annotations
 
@@ -103,9 +103,9 @@ class ConcurrentPair(GradientPair):
       On CPU the g1 pass runs in a worker thread while the calling thread computes g0; ATen
       releases the GIL inside its kernels, so the two passes can use two cores.
 
-    Expect no speed-up on a shared 2-core CPU (method note, section 4): the two passes compete for
-    the same cores and memory bandwidth.  A gain needs idle compute, e.g. a GPU that one small
-    gradient does not fill.  :meth:`close` stops the CPU worker thread (it also ends with the
+    A gain needs idle compute: a GPU that one small gradient does not fill, or a CPU core left idle
+    by one gradient; on cores busy with other work the two passes compete for the same cores and
+    memory bandwidth.  :meth:`close` stops the CPU worker thread (it also ends with the
     interpreter).
     """
 

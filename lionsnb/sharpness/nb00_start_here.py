@@ -79,6 +79,29 @@ MODEL_ANSWERS = {
 }
 
 
+# ----------------------------------------------------------------------------- model solutions (for teachers)
+
+def _solution_top_eigenvalue(A, iters=100):
+    """Power iteration from a random unit vector; the Rayleigh quotient at the end."""
+    v = torch.randn(A.shape[0], dtype=A.dtype)
+    v = v / v.norm()
+    for _ in range(iters):
+        v = A @ v
+        v = v / v.norm()
+    return float(v @ (A @ v))
+
+
+def _solution_sam_perturbation(grad, rho):
+    """rho g / (||g|| + 1e-12)."""
+    norm = grad.norm() + 1e-12
+    return rho * grad / norm
+
+
+#: the exercises' model solutions, as a student would write them (`lionsnb assignments` puts them in the solution
+#: regions of the nbgrader source version)
+SOLUTIONS = {"my_top_eigenvalue": _solution_top_eigenvalue, "my_sam_perturbation": _solution_sam_perturbation}
+
+
 # ----------------------------------------------------------------------------- tables
 
 def minima_table(surface: TwoBasinSurface):
@@ -145,7 +168,7 @@ def check_exercise_sam_perturbation(attempt: Callable, ctx=None) -> ExerciseResu
 
 
 __all__ = [
-    "SPEC", "setup", "MODEL_ANSWERS", "TwoBasinSurface", "power_iteration", "hessian_vector_product",
+    "SPEC", "setup", "MODEL_ANSWERS", "SOLUTIONS", "TwoBasinSurface", "power_iteration", "hessian_vector_product",
     "worst_case_loss", "surface_lr_sweep", "stability_summary", "worst_case_curves", "flip_radius",
     "predicted_flip_radius", "sam_landscapes", "train_mlp_runs", "slices_of_runs", "load_mlp",
     "power_iteration_check", "summarise_mlp_runs", "ascent_vs_random", "load_digits", "figure", "explore",
