@@ -418,7 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": _cmd_run, "list": _cmd_list, "doctor": _cmd_doctor, "answers": _cmd_answers,
                 "report": _cmd_report, "site": _cmd_site,
                 "assignments": _cmd_assignments}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:  # `lionsnb list | head`: the reader left, nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
