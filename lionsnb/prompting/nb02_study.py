@@ -85,7 +85,7 @@ SPEC = MethodSpec(
         # endpoint_max_tokens: reply cap sent to an endpoint; batch_size: conversations per generate;
         # padded_tokens: at most this many (padded) prompt tokens per generate call (longer prompts go alone);
         # scripted_accuracies: the synthetic comparison over the whole bank
-        "smoke": dict(n_questions=2, pick="shortest", direct_tokens=48, reasoning_tokens=128, grader_tokens=32,
+        "smoke": dict(n_questions=2, pick="shortest", direct_tokens=32, reasoning_tokens=64, grader_tokens=24,
                       endpoint_max_tokens=256, batch_size=8, padded_tokens=1536,
                       scripted_accuracies=SCRIPTED_ACCURACIES),
         "teach": dict(n_questions=3, pick="shortest", direct_tokens=96, reasoning_tokens=192, grader_tokens=64,
