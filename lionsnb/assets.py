@@ -15,6 +15,10 @@ MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 #: what is copied from the package's static folder (paths relative to it): all but the other languages
 _MATHJAX_PARTS = ("MathJax.js", "LICENSE", "config", "extensions", "jax", "fonts", "localization/en")
 _lock = threading.Lock()
+#: jupyter-server-mathjax ships the STIX-Web fonts only: both output processors use them (MathJax's default, the TeX
+#: fonts, is not in the package; the pages would ask the file system for it in vain and fall back)
+MATHJAX_FONTS = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], '
+                 'preferredFont: null, webFont: "STIX-Web", imageFont: null}, SVG: {font: "STIX-Web"}});</script>')
 
 
 def mathjax_source() -> Path:
@@ -62,5 +66,11 @@ def html_exporter(mathjax: str, **resources_defaults):
     """An nbconvert ``HTMLExporter`` with the package's template and MathJax at the (relative) URL ``mathjax``."""
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(template_name="lionsnb", extra_template_basedirs=[str(TEMPLATES)], mathjax_url=mathjax,
-                        **resources_defaults)
+    class _Exporter(HTMLExporter):
+        def _init_resources(self, resources):
+            resources = super()._init_resources(resources)
+            resources.setdefault("lionsnb_mathjax_fonts", MATHJAX_FONTS)
+            return resources
+
+    return _Exporter(template_name="lionsnb", extra_template_basedirs=[str(TEMPLATES)], mathjax_url=mathjax,
+                     **resources_defaults)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lionsnb.assets import MATHJAX_FONTS
 from lionsnb.files import atomic_write_text
 
 _CSS = """
@@ -151,7 +152,7 @@ def render_index(pages: list[Page], *, profile: str, mathjax: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>lionsnb: the course notebooks</title><style>{_CSS}</style>
 <script type="text/x-mathjax-config">MathJax.Hub.Config({{tex2jax: {{inlineMath: [['$','$']], processEscapes: true}}}});
-</script><script src="{e(mathjax)}"></script></head>
+</script>{MATHJAX_FONTS}<script src="{e(mathjax)}"></script></head>
 <body><h1>lionsnb: the course notebooks</h1>
 <div class="meta">{len(pages)} notebooks executed in the <b>{e(profile)}</b> profile. Every page works offline, from
 the file system; the explorers' controls swap precomputed images in the browser, no kernel needed. To run a

@@ -124,7 +124,7 @@ def lab_url(tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={root}", "--allow-root",
-         "--LabApp.news_url=", "--ServerApp.disable_check_xsrf=True"],
+         "--LabApp.news_url=", "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120

@@ -3,9 +3,14 @@ and every explorer control swaps the image without a kernel."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import LATENCIES, OUT, RUN_DIR, WATCH_JS
+
+#: what a page may request: the file system, inline data, and the blank frame MathJax measures its fonts in
+LOCAL = ("file:", "data:", "blob:", "about:blank")
 
 
 def _ids() -> list[str]:
@@ -23,9 +28,19 @@ def test_index_links_every_page(browser, site):
     hrefs = page.eval_on_selector_all(".card h3 a", "els => els.map(e => e.getAttribute('href'))")
     assert sorted(hrefs) == sorted(f"{i}.html" for i in _ids())
     assert page.locator("h2").count() >= 1  # grouped by series
-    assert not [u for u in requests if not u.startswith(("file:", "data:"))], "the index loaded from the network"
+    assert not [u for u in requests if not u.startswith(LOCAL)], "the index loaded from the network"
     page.screenshot(path=str(OUT / "site-index.png"))
     page.close()
+
+
+def _has_math(nb_id: str) -> bool:
+    """Whether the notebook's markdown holds TeX ($...$, $$...$$, \\(...\\), \\[...\\] or an environment)."""
+    from lionsnb.registry import load_registry
+
+    entry = next(e for e in load_registry() if e.id == nb_id)
+    cells = json.loads(Path(entry.path).read_text(encoding="utf-8"))["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return re.search(r"\$\$|\$[^$\s][^$]*\$|\\\(|\\\[|\\begin\{", text) is not None
 
 
 @pytest.mark.parametrize("nb_id", _ids())
@@ -35,8 +50,7 @@ def test_page_works_offline_and_its_explorers_move(browser, site, nb_id):
     page.on("request", lambda r: requests.append(r.url))
     page.goto((site / f"{nb_id}.html").as_uri())
     page.wait_for_load_state("load")
-    html = (site / f"{nb_id}.html").read_text(encoding="utf-8")
-    if "$" in html:
+    if _has_math(nb_id):
         page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0",
                                timeout=30000)
         assert page.locator(".MathJax, .MathJax_Display, .MathJax_SVG").count() > 0, "math did not render"
@@ -54,8 +68,8 @@ def test_page_works_offline_and_its_explorers_move(browser, site, nb_id):
                 options = control.evaluate("e => [...e.options].map(o => o.value)")
                 if len(options) < 2:
                     continue
-                old = control.input_value()
-                control.select_option(next(v for v in options if v != old))
+                old = options.index(control.input_value())  # by index: Playwright matches a value "1" to a label "1"
+                control.select_option(index=next(k for k in range(len(options)) if k != old))
             else:
                 if control.get_attribute("max") == "0":
                     continue
@@ -67,12 +81,12 @@ def test_page_works_offline_and_its_explorers_move(browser, site, nb_id):
             assert not ex.locator(".lionsnb-explorer-note").inner_text(), "a control offered a missing frame"
             LATENCIES["site"][f"{nb_id}/explorer{i}/control{j}"] = round(ms, 2)
             if control.evaluate("e => e.tagName") == "SELECT":
-                control.select_option(old)
+                control.select_option(index=old)
             else:
                 page.keyboard.press("ArrowRight" if at_max else "ArrowLeft")  # back to the defaults
     if explorers.count():
         explorers.first.scroll_into_view_if_needed()
         page.screenshot(path=str(OUT / f"site-{nb_id}.png"))
-    network = [u for u in requests if not u.startswith(("file:", "data:", "blob:"))]
+    network = [u for u in requests if not u.startswith(LOCAL)]
     assert not network, f"{nb_id}: the page loaded from the network: {network[:3]}"
     page.close()
