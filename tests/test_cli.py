@@ -28,6 +28,7 @@ def test_list_bad_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_run_ok_and_bad_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main(["run", "ok", "--index", INDEX, "--profile", "smoke", "--out", str(out), "--no-html",

@@ -45,6 +45,7 @@ def ok_and_fail(registry, tmp_path_factory):
     return summary, out, before
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_ok_notebook(ok_and_fail) -> None:
     summary, out, before = ok_and_fail
     ok = next(r for r in summary.results if r.id == "ok")
@@ -99,6 +100,7 @@ def test_results_json_and_report(ok_and_fail) -> None:
     assert "<script" not in report and "http://" not in report and "https://" not in report
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_bad_metrics(registry, tmp_path: Path) -> None:
     summary = run_notebooks(["ok"], profile="teach", out_dir=tmp_path, registry=registry,
                             params={"SCALE": 2}, html=False, progress=False)
@@ -134,6 +136,7 @@ def test_bad_arguments(registry, tmp_path: Path) -> None:
         run_notebooks(["ok"], profile="smoke", out_dir=FIXTURES / "out", registry=registry)
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_timeout_default_is_three_budgets(registry, tmp_path: Path) -> None:
     summary = run_notebooks(["slow"], profile="smoke", out_dir=tmp_path, registry=registry, html=False,
                             progress=False)
@@ -146,6 +149,7 @@ def test_timeout_default_is_three_budgets(registry, tmp_path: Path) -> None:
     assert res.failing_cell is not None and res.failing_cell["code_cell"] == 3
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_jobs_two_runs_both(registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary = run_notebooks(["ok", "fail"], profile="smoke", out_dir=tmp_path, registry=registry, jobs=2,
                             html=False)
@@ -157,6 +161,7 @@ def test_jobs_two_runs_both(registry, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "Executing:" not in err  # no live progress bars from parallel jobs
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_unregistered_directory_and_missing_metrics(tmp_path: Path) -> None:
     """A directory target runs every notebook in it; an unregistered notebook has no checks."""
     src = tmp_path / "nbs"
@@ -264,6 +269,7 @@ def test_find_failing_cell_skips_error_banner(tmp_path: Path) -> None:
     assert find_failing_cell(tmp_path / "missing.ipynb") is None
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_gpu_slots_with_parallel_jobs(registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """--device cuda --jobs 2: each running notebook gets CUDA_VISIBLE_DEVICES of its own (fixtures ignore DEVICE)."""

@@ -55,6 +55,7 @@ def fake_registry(tmp_path_factory):
     return load_registry(root / "index.yaml")
 
 
+@pytest.mark.notebooks  # executes (fixture) notebooks through the runner: not in make test-fast
 def test_two_shards_run_everything_once_and_merge(fake_registry, tmp_path):
     outs = []
     for i in (1, 2):
