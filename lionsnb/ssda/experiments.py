@@ -181,6 +181,18 @@ def recipe_from(sizes: Any) -> Recipe:
                   pc_max_samples=int(sizes["pc_max_samples"]), pc_max_views=int(sizes["pc_max_views"]))
 
 
+def notebook_task(ctx: Any) -> DomainData:
+    """A notebook run's task: ShapesDA unless the ``benchmark`` knob names a real pair, sized by the profile."""
+    s = ctx.sizes
+    bench = resolve_benchmark(ctx.knobs.benchmark, ctx.profile)
+    return load_task(bench, s.n_source, s.n_target, s.n_val, s.size, seed=ctx.seed)
+
+
+def notebook_recipe(ctx: Any) -> Recipe:
+    """A notebook run's :class:`Recipe`, from the profile's sizes."""
+    return recipe_from(ctx.sizes)
+
+
 def baseline_runs(data: DomainData, recipe: Recipe, budgets: Sequence[int], seed: int = 0,
                   device: str = "cpu") -> dict[str, dict[str, Any]]:
     """Source only, fully supervised, and target only at every budget: ``{"source_only": ..., "supervised": ...,

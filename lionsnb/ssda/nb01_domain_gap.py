@@ -22,10 +22,9 @@ from lionsnb.ssda.experiments import (
     BENCHMARK_CHOICES,
     baseline_runs,
     closed_gap,
-    load_task,
+    notebook_recipe,
+    notebook_task,
     predictions,
-    recipe_from,
-    resolve_benchmark,
     summary_row,
 )
 from lionsnb.ssda.losses import class_weights, weighted_cross_entropy
@@ -71,15 +70,9 @@ MODEL_ANSWERS = {
 
 # ------------------------------------------------------------------------------------------------ the task
 
-def task(ctx) -> DomainData:
-    """The profile's task (ShapesDA unless BENCHMARK names a real pair)."""
-    s = ctx.sizes
-    bench = resolve_benchmark(ctx.knobs.benchmark, ctx.profile)
-    return load_task(bench, s.n_source, s.n_target, s.n_val, s.size, seed=ctx.seed)
-
-
-def recipe(ctx) -> Recipe:
-    return recipe_from(ctx.sizes)
+#: the profile's task (ShapesDA unless BENCHMARK names a real pair) and recipe, shared by the series' notebooks
+task = notebook_task
+recipe = notebook_recipe
 
 
 def budgets(ctx) -> list[int]:

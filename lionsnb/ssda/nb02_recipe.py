@@ -23,11 +23,10 @@ from lionsnb.ssda.data import DomainData
 from lionsnb.ssda.experiments import (
     BENCHMARK_CHOICES,
     SETTING_NAMES,
-    load_task,
     mean_std,
+    notebook_recipe,
+    notebook_task,
     predictions,
-    recipe_from,
-    resolve_benchmark,
     run_setting,
     step_progress,
 )
@@ -83,14 +82,9 @@ MODEL_ANSWERS = {
 
 # ------------------------------------------------------------------------------------------------- the task
 
-def task(ctx) -> DomainData:
-    s = ctx.sizes
-    bench = resolve_benchmark(ctx.knobs.benchmark, ctx.profile)
-    return load_task(bench, s.n_source, s.n_target, s.n_val, s.size, seed=ctx.seed)
-
-
-def recipe(ctx) -> Recipe:
-    return recipe_from(ctx.sizes)
+#: the profile's task (ShapesDA unless BENCHMARK names a real pair) and recipe, shared by the series' notebooks
+task = notebook_task
+recipe = notebook_recipe
 
 
 # ----------------------------------------------------------------------------------- views, CutMix, checks

@@ -24,11 +24,10 @@ from lionsnb.ssda.experiments import (
     SETTING_NAMES,
     baseline_runs,
     closed_gap,
-    load_task,
+    notebook_recipe,
+    notebook_task,
     predictions,
     pseudo_quality,
-    recipe_from,
-    resolve_benchmark,
     run_grid,
     self_training_sweep,
     summary_row,
@@ -93,14 +92,9 @@ MODEL_ANSWERS = {
 
 # ------------------------------------------------------------------------------------------------- the task
 
-def task(ctx) -> DomainData:
-    s = ctx.sizes
-    bench = resolve_benchmark(ctx.knobs.benchmark, ctx.profile)
-    return load_task(bench, s.n_source, s.n_target, s.n_val, s.size, seed=ctx.seed)
-
-
-def recipe(ctx) -> Recipe:
-    return recipe_from(ctx.sizes)
+#: the profile's task (ShapesDA unless BENCHMARK names a real pair) and recipe, shared by the series' notebooks
+task = notebook_task
+recipe = notebook_recipe
 
 
 def grids(ctx) -> dict[str, list]:
